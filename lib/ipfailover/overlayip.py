@@ -1,0 +1,455 @@
+"""aws-overlayip: an overlay IP address, outside the VPC's CIDR, routed to this instance.
+
+AWS side: in every managed route table, the route for the address (/32 or /128) targets the ENI
+of ``interface`` on this instance; the ENI must not check source/destination. OS side: the
+address on ``interface``. Stop removes the address only: routes are left for the next owner to
+take over (a route that points elsewhere is never touched).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+from ocf_shim import OCF, Agent, ConfigError, Context, GenericError, OCFError, Parameter
+
+from .params import (
+    AWS_PARAMETERS,
+    MONITOR_API_PARAMETER,
+    AwsSettings,
+    IPAddress,
+    Value,
+    parse_aws_settings,
+    parse_choice,
+    parse_id_list,
+    parse_interface,
+    parse_ip,
+    parse_tag,
+    quote,
+    standard_actions,
+)
+from .runtime import Runtime, run_parallel
+
+if TYPE_CHECKING:
+    from .aws import Api
+    from .ec2 import RouteTable
+
+log = logging.getLogger("ipfailover")
+
+NAME = "aws-overlayip"
+SDC_CHOICES = ("verify", "disable", "ignore")
+
+PARAMETERS = (
+    Parameter(
+        "ip",
+        "Overlay IP address",
+        "The service address (IPv4 or IPv6), outside every CIDR block of the VPC. Clients reach "
+        "it through the route tables, which the agent points at this instance's network "
+        "interface.",
+        required=True,
+        unique=True,
+    ),
+    Parameter(
+        "routing_table",
+        "Route table ids",
+        "Comma-separated ids of the route tables (rtb-...) that must route the address to the "
+        "active node: usually the tables of every subnet the clients are in. Either this or "
+        "routing_table_tag is required; both may be given.",
+    ),
+    Parameter(
+        "routing_table_tag",
+        "Find route tables by tag",
+        "Key=Value: manage every route table of the instance's VPC that carries this tag, so "
+        "tables can be added without reconfiguring the cluster.",
+    ),
+    Parameter(
+        "interface",
+        "Network interface",
+        "The interface that gets the address. Its ENI (found by MAC through the instance "
+        "metadata) is the target of the routes.",
+        default="eth0",
+    ),
+    Parameter(
+        "create_route",
+        "Create missing routes",
+        "When true, start creates the route in a table that has none for the address; when "
+        "false, a missing route is a configuration error.",
+        type="boolean",
+        default=True,
+    ),
+    Parameter(
+        "source_dest_check",
+        "Source/destination check handling",
+        "AWS drops packets for the overlay address unless the ENI's source/destination check is "
+        "off. verify: validate-all and start fail with a clear reason when it is on; disable: "
+        "start turns it off; ignore: do not look.",
+        default="verify",
+    ),
+    Parameter(
+        "label",
+        "IPv4 address label",
+        "Label of the IPv4 address as shown by ifconfig (must start with the interface name, "
+        "e.g. eth0:ovl). Ignored for IPv6.",
+    ),
+    MONITOR_API_PARAMETER,
+    *AWS_PARAMETERS,
+)
+
+LONGDESC = (
+    "Moves an overlay IP address (an address outside the VPC's CIDR blocks) between EC2 "
+    "instances by pointing routes in the VPC's route tables at the network interface of the "
+    "active node, and configures the address on that node. The routes of all tables are "
+    "changed in parallel and verified with one DescribeRouteTables call; a missing route is "
+    "created. Works across availability zones. The instance role needs "
+    "ec2:DescribeRouteTables, ec2:CreateRoute and ec2:ReplaceRoute (plus "
+    "ec2:DescribeNetworkInterfaces and ec2:DescribeVpcs for the checks)."
+)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Config:
+    ip: IPAddress
+    table_ids: tuple[str, ...]
+    table_tag: Optional[tuple[str, str]]
+    interface: str
+    create_route: bool
+    source_dest_check: str
+    label: Optional[str]
+    monitor_api: bool
+    aws: AwsSettings
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.ip}/{self.ip.max_prefixlen}"
+
+
+def parse_config(params: Mapping[str, Value]) -> Config:
+    """Check the parameters (syntax only: nothing here asks AWS or the OS)."""
+    ip = parse_ip("ip", str(params["ip"]))
+    tables_text = params.get("routing_table")
+    tag_text = params.get("routing_table_tag")
+    if not tables_text and not tag_text:
+        raise ConfigError("set routing_table (rtb-... ids) or routing_table_tag (Key=Value)")
+    interface = parse_interface("interface", str(params.get("interface") or "eth0"))
+    label = params.get("label")
+    if label is not None:
+        label = str(label)
+        if not (label.startswith(interface) and len(label) <= 15 and label.isprintable()):
+            raise ConfigError(
+                f"parameter 'label': {quote(label)} must start with {interface!r} and be at "
+                "most 15 characters"
+            )
+    return Config(
+        ip=ip,
+        table_ids=parse_id_list("routing_table", str(tables_text), "rtb") if tables_text else (),
+        table_tag=parse_tag("routing_table_tag", str(tag_text)) if tag_text else None,
+        interface=interface,
+        create_route=bool(params.get("create_route", True)),
+        source_dest_check=parse_choice(
+            "source_dest_check", str(params.get("source_dest_check") or "verify"), SDC_CHOICES
+        ),
+        label=label,
+        monitor_api=bool(params.get("monitor_api", True)),
+        aws=parse_aws_settings(params),
+    )
+
+
+# ----------------------------------------------------------------------------- pure decisions
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    table_id: str
+    kind: str  # "create" | "replace"
+    previous: Optional[str]  # what the route pointed at before, for the log
+
+
+def missing_tables(requested: Sequence[str], tables: Sequence[RouteTable]) -> list[str]:
+    found = {table.id for table in tables}
+    return [table_id for table_id in requested if table_id not in found]
+
+
+def foreign_tables(tables: Sequence[RouteTable], vpc_id: str) -> list[str]:
+    return [table.id for table in tables if table.vpc_id and table.vpc_id != vpc_id]
+
+
+def plan_routes(
+    cidr: str, eni_id: str, tables: Sequence[RouteTable], create: bool
+) -> list[RouteChange]:
+    """What to change so that every table routes ``cidr`` to ``eni_id`` (empty: nothing)."""
+    changes = []
+    for table in tables:
+        route = table.route_to(cidr)
+        if route is None:
+            if not create:
+                raise ConfigError(
+                    f"route table {table.id} has no route for {cidr} and create_route is false: "
+                    "create the route or set create_route=true"
+                )
+            changes.append(RouteChange(table.id, "create", None))
+        elif route.eni_id != eni_id or route.state != "active":
+            previous = route.eni_id or route.other_target or route.instance_id or "nothing"
+            changes.append(RouteChange(table.id, "replace", f"{previous} ({route.state})"))
+    return changes
+
+
+def route_problems(cidr: str, eni_id: str, tables: Sequence[RouteTable]) -> list[str]:
+    """Why the tables do not (all) send ``cidr`` to ``eni_id``; empty when they do."""
+    problems = []
+    for table in tables:
+        route = table.route_to(cidr)
+        if route is None:
+            problems.append(f"{table.id} has no route for {cidr}")
+        elif route.eni_id != eni_id:
+            target = route.eni_id or route.other_target or route.instance_id or "nothing"
+            problems.append(f"{table.id} routes {cidr} to {target}")
+        elif route.state != "active":
+            problems.append(f"{table.id} route for {cidr} is {route.state}")
+    return problems
+
+
+def overlaps_vpc(ip: IPAddress, vpc_cidrs: Sequence[str]) -> Optional[str]:
+    """The VPC CIDR block that contains ``ip``, if any."""
+    for block in vpc_cidrs:
+        try:
+            network = ipaddress.ip_network(block, strict=False)
+        except ValueError:
+            continue
+        if network.version == ip.version and ip in network:
+            return block
+    return None
+
+
+# ----------------------------------------------------------------------------- effects
+
+
+def _find_tables(api: Api, cfg: Config, vpc_id: str) -> list[RouteTable]:
+    """The managed tables, in one DescribeRouteTables call (by id, by tag, or both)."""
+    from . import ec2
+
+    if cfg.table_ids and cfg.table_tag:
+        # One call for both: ask for the VPC's tables and pick ids and tagged ones locally.
+        key, value = cfg.table_tag
+        tables = [
+            t
+            for t in ec2.describe_route_tables(api, vpc_id=vpc_id)
+            if t.id in cfg.table_ids or t.tags.get(key) == value
+        ]
+    elif cfg.table_ids:
+        try:
+            tables = ec2.describe_route_tables(api, table_ids=cfg.table_ids)
+        except OCFError as exc:
+            if "NotFound" in str(getattr(exc, "code", "")):
+                raise ConfigError(
+                    f"route table(s) not found: {exc.reason}; check routing_table"
+                ) from None
+            raise
+    else:
+        assert cfg.table_tag is not None
+        tables = ec2.describe_route_tables(api, tag=cfg.table_tag, vpc_id=vpc_id)
+        if not tables:
+            key, value = cfg.table_tag
+            raise ConfigError(f"no route table of {vpc_id} is tagged {key}={value}")
+    missing = missing_tables(cfg.table_ids, tables)
+    if missing:
+        raise ConfigError(f"route table(s) {', '.join(missing)} not found in {vpc_id}")
+    foreign = foreign_tables(tables, vpc_id)
+    if foreign:
+        raise ConfigError(
+            f"route table(s) {', '.join(foreign)} belong to another VPC than this instance's "
+            f"({vpc_id})"
+        )
+    return tables
+
+
+def _apply(api: Api, cfg: Config, eni_id: str, change: RouteChange) -> None:
+    """Make one table route the address to us, tolerating a race with another node."""
+    from . import ec2
+    from .aws import error_code
+
+    kind = change.kind
+    for _ in range(2):
+        try:
+            if kind == "create":
+                ec2.create_route(api, change.table_id, cfg.cidr, eni_id)
+            else:
+                ec2.replace_route(api, change.table_id, cfg.cidr, eni_id)
+        except OCFError as exc:
+            code = error_code(exc)
+            if kind == "create" and code == "RouteAlreadyExists":
+                kind = "replace"  # someone created it since we looked
+                continue
+            if kind == "replace" and code == "InvalidParameterValue" and cfg.create_route:
+                kind = "create"  # someone deleted it since we looked
+                continue
+            raise
+        log.info(
+            "%s route %s in %s -> %s (was %s)",
+            "created" if kind == "create" else "replaced",
+            cfg.cidr,
+            change.table_id,
+            eni_id,
+            change.previous or "absent",
+        )
+        return
+    raise GenericError(f"route for {cfg.cidr} in {change.table_id} keeps changing under us")
+
+
+def _check_source_dest(api: Api, cfg: Config, eni_id: str, dry_run: bool) -> None:
+    from . import ec2
+
+    if cfg.source_dest_check == "ignore":
+        return
+    eni = ec2.describe_eni(api, eni_id)
+    if not eni.source_dest_check:
+        return
+    if cfg.source_dest_check == "verify":
+        raise ConfigError(
+            f"source/destination check is on for {eni_id}, so AWS drops traffic for {cfg.ip}: "
+            "turn it off (source_dest_check=disable does it at start)"
+        )
+    if dry_run:
+        ec2.set_source_dest_check(api, eni_id, False, dry_run=True)
+    else:
+        ec2.set_source_dest_check(api, eni_id, False)
+        log.info("turned source/destination check off on %s", eni_id)
+
+
+def start(ctx: Context) -> int:
+    from . import node
+
+    cfg = parse_config(ctx.params)
+    with Runtime(ctx, cfg.aws) as rt:
+        link = rt.require_link(cfg.interface)
+        facts = node.interface_facts(rt.imds, link.mac)
+        inside = overlaps_vpc(cfg.ip, facts.vpc_cidrs)
+        if inside:
+            raise ConfigError(
+                f"{cfg.ip} is inside the VPC CIDR {inside}: an overlay IP must be outside"
+            )
+        api = rt.api()
+        tables = _find_tables(api, cfg, facts.vpc_id)
+        _check_source_dest(api, cfg, facts.eni_id, dry_run=False)
+        # The address first: packets may arrive the moment the first route changes.
+        rt.netlink.add_address(link.index, str(cfg.ip), cfg.ip.max_prefixlen, cfg.label)
+        changes = plan_routes(cfg.cidr, facts.eni_id, tables, cfg.create_route)
+        run_parallel(lambda change: _apply(api, cfg, facts.eni_id, change), changes)
+        while changes:
+            problems = route_problems(cfg.cidr, facts.eni_id, _find_tables(api, cfg, facts.vpc_id))
+            if not problems:
+                break
+            ctx.deadline.sleep(0.2, f"waiting for the routes to settle ({'; '.join(problems)})")
+        if rt.netlink.find_address(str(cfg.ip), link.index) is None:
+            raise GenericError(
+                f"{cfg.ip} did not stay on {cfg.interface} (removed by another program?)"
+            )
+        log.info(
+            "%s routed to %s in %d table(s) (%d changed), %d API calls",
+            cfg.ip,
+            facts.eni_id,
+            len(tables),
+            len(changes),
+            rt.api_calls(),
+        )
+    return OCF.SUCCESS
+
+
+def stop(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)
+    with Runtime(ctx, cfg.aws) as rt:
+        link = rt.netlink.link_by_name(cfg.interface)
+        if link is None:
+            log.info("interface %s is gone, so %s is not configured", cfg.interface, cfg.ip)
+            return OCF.SUCCESS
+        if rt.netlink.del_address(link.index, str(cfg.ip), cfg.ip.max_prefixlen):
+            log.info("removed %s from %s", cfg.ip, cfg.interface)
+        if rt.netlink.find_address(str(cfg.ip), link.index) is not None:
+            raise GenericError(f"{cfg.ip} is still on {cfg.interface} after removing it")
+    return OCF.SUCCESS
+
+
+def monitor(ctx: Context) -> int:
+    from . import ec2, node
+    from .aws import error_code
+
+    cfg = parse_config(ctx.params)
+    with Runtime(ctx, cfg.aws) as rt:
+        link = rt.netlink.link_by_name(cfg.interface)
+        if link is None or rt.netlink.find_address(str(cfg.ip), link.index) is None:
+            if not ctx.is_probe:
+                log.info("%s is not configured on %s", cfg.ip, cfg.interface)
+            return OCF.NOT_RUNNING
+        if not cfg.monitor_api:
+            return OCF.SUCCESS
+        try:
+            eni_id = node.eni_id_of_mac(rt.imds, link.mac)
+            api = rt.api()
+            if cfg.table_ids and not cfg.table_tag:
+                tables = ec2.describe_route_tables(api, table_ids=cfg.table_ids)
+            else:
+                tables = _find_tables(api, cfg, node.interface_facts(rt.imds, link.mac).vpc_id)
+        except OCFError as exc:
+            if str(error_code(exc)).endswith(".NotFound") or exc.rc == OCF.ERR_CONFIGURED:
+                raise GenericError(
+                    f"the managed route tables cannot be read: {exc.reason}"
+                ) from None
+            log.warning(
+                "%s is configured on %s, but the AWS check could not complete: %s",
+                cfg.ip,
+                cfg.interface,
+                exc.reason,
+            )
+            return OCF.SUCCESS
+    missing = missing_tables(cfg.table_ids, tables)
+    if missing:
+        raise GenericError(f"route table(s) {', '.join(missing)} no longer exist")
+    problems = route_problems(cfg.cidr, eni_id, tables)
+    if problems:
+        log.warning("%s is not routed to this node (%s): %s", cfg.ip, eni_id, "; ".join(problems))
+        return OCF.NOT_RUNNING
+    return OCF.SUCCESS
+
+
+def validate(ctx: Context) -> int:
+    from . import ec2, node
+
+    cfg = parse_config(ctx.params)
+    with Runtime(ctx, cfg.aws) as rt:
+        link = rt.require_link(cfg.interface)
+        facts = node.interface_facts(rt.imds, link.mac)
+        api = rt.api()
+        vpc = ec2.describe_vpc(api, facts.vpc_id)
+        inside = overlaps_vpc(cfg.ip, vpc.cidrs)
+        if inside:
+            raise ConfigError(
+                f"{cfg.ip} is inside the VPC CIDR {inside}: an overlay IP must be outside"
+            )
+        tables = _find_tables(api, cfg, facts.vpc_id)
+        _check_source_dest(api, cfg, facts.eni_id, dry_run=True)
+        for table in tables:
+            if table.route_to(cfg.cidr) is not None:
+                ec2.replace_route(api, table.id, cfg.cidr, facts.eni_id, dry_run=True)
+            elif cfg.create_route:
+                ec2.create_route(api, table.id, cfg.cidr, facts.eni_id, dry_run=True)
+            else:
+                raise ConfigError(
+                    f"route table {table.id} has no route for {cfg.cidr} and create_route is false"
+                )
+    return OCF.SUCCESS
+
+
+AGENT = Agent(
+    name=NAME,
+    version="0.1.0",
+    shortdesc="Overlay IP address routed to the active node through VPC route tables",
+    longdesc=LONGDESC,
+    parameters=PARAMETERS,
+    actions=standard_actions(start=30, stop=20, monitor=20, interval=10),
+    handlers={"start": start, "stop": stop, "monitor": monitor, "validate-all": validate},
+)

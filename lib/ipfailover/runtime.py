@@ -1,0 +1,92 @@
+"""The effectful clients of one action, created on first use and closed at its end.
+
+An agent action opens a :class:`Runtime`, asks it for the metadata service, the netlink handle and
+the EC2 API, and never creates any of them itself: one choke point per kind of side effect.
+Nothing heavy is imported until it is asked for, so meta-data and syntax checks stay cheap.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
+
+from ocf_shim import ArgsError, Context
+
+from .params import AwsSettings
+
+if TYPE_CHECKING:
+    from .aws import Api
+    from .imds import Imds
+    from .netlink import Link, Netlink
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Runtime:
+    def __init__(self, ctx: Context, settings: AwsSettings) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self._imds: Optional[Imds] = None
+        self._netlink: Optional[Netlink] = None
+        self._api: Optional[Api] = None
+        self._region: Optional[str] = None
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._netlink is not None:
+            self._netlink.close()
+
+    @property
+    def imds(self) -> Imds:
+        if self._imds is None:
+            from .imds import Imds
+
+            self._imds = Imds(self.ctx.deadline)
+        return self._imds
+
+    @property
+    def netlink(self) -> Netlink:
+        if self._netlink is None:
+            from .netlink import Netlink
+
+            self._netlink = Netlink()
+        return self._netlink
+
+    def region(self) -> str:
+        if self._region is None:
+            from . import node
+
+            self._region = self.settings.region or node.region(self.imds)
+        return self._region
+
+    def api(self) -> Api:
+        if self._api is None:
+            from .aws import connect
+
+            self._api = connect(self.settings, self.region(), self.ctx.deadline, self.ctx.agent)
+        return self._api
+
+    def require_link(self, name: str) -> Link:
+        """The named interface; its absence is a problem of this host only (exit 2)."""
+        link = self.netlink.link_by_name(name)
+        if link is None:
+            raise ArgsError(f"network interface {name!r} does not exist on this node")
+        return link
+
+    def api_calls(self) -> int:
+        return self._api.calls if self._api is not None else 0
+
+
+def run_parallel(function: Callable[[T], R], items: list[T], workers: int = 8) -> list[R]:
+    """``function`` over ``items`` at the same time (in order of ``items``); errors propagate.
+
+    Used for independent EC2 changes (one route per table): failover time must not grow with the
+    number of tables.
+    """
+    if len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(function, items))

@@ -1,0 +1,114 @@
+"""Pure decisions of aws-overlayip: configuration parsing and route planning."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipfailover import overlayip
+from ipfailover.ec2 import Route, RouteTable
+from ocf_shim import OCF, ConfigError
+
+ENI = "eni-0123456789abcdef0"
+OTHER = "eni-0fedcba9876543210"
+
+
+def table(table_id: str, *routes: Route, vpc: str = "vpc-11111111") -> RouteTable:
+    return RouteTable(id=table_id, vpc_id=vpc, routes=routes, tags={})
+
+
+def route(dest: str, eni: str | None = None, state: str = "active", gw: str | None = None) -> Route:
+    return Route(destination=dest, eni_id=eni, instance_id=None, state=state, other_target=gw)
+
+
+def params(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {"ip": "192.168.10.1", "routing_table": "rtb-11111111"}
+    base.update(kw)
+    return base
+
+
+def test_plan_routes_creates_replaces_and_leaves_alone() -> None:
+    tables = [
+        table("rtb-00000001", route("10.0.0.0/16", gw="local")),
+        table("rtb-00000002", route("192.168.10.1/32", OTHER)),
+        table("rtb-00000003", route("192.168.10.1/32", ENI)),
+        table("rtb-00000004", route("192.168.10.1/32", ENI, state="blackhole")),
+    ]
+    changes = overlayip.plan_routes("192.168.10.1/32", ENI, tables, create=True)
+    assert [(c.table_id, c.kind) for c in changes] == [
+        ("rtb-00000001", "create"),
+        ("rtb-00000002", "replace"),
+        ("rtb-00000004", "replace"),
+    ]
+
+
+def test_plan_routes_without_create_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        overlayip.plan_routes("192.168.10.1/32", ENI, [table("rtb-00000001")], create=False)
+    assert info.value.rc == OCF.ERR_CONFIGURED
+
+
+def test_route_problems_empty_only_when_every_table_points_here() -> None:
+    good = table("rtb-00000001", route("192.168.10.1/32", ENI))
+    assert overlayip.route_problems("192.168.10.1/32", ENI, [good]) == []
+    bad = [good, table("rtb-00000002", route("192.168.10.1/32", OTHER)), table("rtb-00000003")]
+    assert len(overlayip.route_problems("192.168.10.1/32", ENI, bad)) == 2
+
+
+def test_ipv6_routes_match_whatever_the_spelling() -> None:
+    t = table("rtb-00000001", route("2001:db8:0:0::1/128", ENI))
+    assert overlayip.route_problems("2001:db8::1/128", ENI, [t]) == []
+
+
+def test_overlaps_vpc() -> None:
+    assert (
+        overlayip.overlaps_vpc(overlayip.parse_ip("ip", "10.0.3.4"), ["10.0.0.0/16"])
+        == "10.0.0.0/16"
+    )
+    assert overlayip.overlaps_vpc(overlayip.parse_ip("ip", "192.168.1.1"), ["10.0.0.0/16"]) is None
+
+
+def test_parse_config_defaults() -> None:
+    cfg = overlayip.parse_config(params())
+    assert cfg.cidr == "192.168.10.1/32"
+    assert cfg.table_ids == ("rtb-11111111",)
+    assert cfg.interface == "eth0"
+    assert cfg.source_dest_check == "verify"
+    assert overlayip.parse_config(params(ip="2001:db8::5")).cidr == "2001:db8::5/128"
+
+
+def test_parse_config_tag_and_list() -> None:
+    cfg = overlayip.parse_config(
+        params(routing_table="rtb-11111111, rtb-22222222,rtb-11111111", routing_table_tag="ha=sap")
+    )
+    assert cfg.table_ids == ("rtb-11111111", "rtb-22222222")
+    assert cfg.table_tag == ("ha", "sap")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"ip": "192.168.10.300"},
+        {"ip": "10.0.0.1/32"},
+        {"ip": "127.0.0.1"},
+        {"ip": "169.254.169.254"},
+        {"ip": "1.2.3.4; rm -rf /"},
+        {"routing_table": None},
+        {"routing_table": "rtb-xyz"},
+        {"routing_table": "subnet-11111111"},
+        {"routing_table": "rtb-11111111;id"},
+        {"routing_table": None, "routing_table_tag": "novalue"},
+        {"interface": "eth0; reboot"},
+        {"interface": "x" * 20},
+        {"source_dest_check": "maybe"},
+        {"label": "wrong:label"},
+        {"region": "mars-1"},
+        {"endpoint_url": "file:///etc/passwd"},
+        {"role_arn": "arn:aws:iam::123:user/x"},
+        {"ca_bundle": "relative/path.pem"},
+    ],
+)
+def test_parse_config_rejects_bad_input(overrides: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as info:
+        overlayip.parse_config(params(**overrides))
+    assert info.value.rc == OCF.ERR_CONFIGURED
+    assert "\n" not in info.value.reason
