@@ -452,4 +452,5 @@ AGENT = Agent(
     parameters=PARAMETERS,
     actions=standard_actions(start=30, stop=20, monitor=20, interval=10),
     handlers={"start": start, "stop": stop, "monitor": monitor, "validate-all": validate},
+    logger="ipfailover",
 )

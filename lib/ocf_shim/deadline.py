@@ -1,0 +1,77 @@
+"""The time budget of one action."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from .errors import GenericError
+
+
+class Deadline:
+    """The budget of an action minus a safety margin, so the agent fails before Pacemaker kills it.
+
+    The default margin is 10 % of the budget, at least 0.5 s and at most 3 s (and never more than
+    half the budget, so tiny budgets still leave some time).
+    """
+
+    def __init__(
+        self,
+        budget_s: float,
+        margin_s: Optional[float] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not budget_s > 0:
+            raise ValueError(f"budget must be positive, got {budget_s!r}")
+        if margin_s is None:
+            margin_s = min(max(0.5, 0.1 * budget_s), 3.0, budget_s / 2)
+        if not 0 <= margin_s < budget_s:
+            raise ValueError(f"margin must be in [0, {budget_s}), got {margin_s!r}")
+        self._budget = float(budget_s)
+        self._margin = float(margin_s)
+        self._clock = clock
+        self._start = clock()
+
+    @property
+    def total(self) -> float:
+        """The whole budget in seconds (the action timeout)."""
+        return self._budget
+
+    @property
+    def margin(self) -> float:
+        return self._margin
+
+    def elapsed(self) -> float:
+        return self._clock() - self._start
+
+    def remaining(self) -> float:
+        """Seconds left before the budget minus the margin; never negative."""
+        return max(0.0, self._budget - self._margin - self.elapsed())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0
+
+    def timeout_error(self, doing: str) -> GenericError:
+        """The error raised when the deadline is hit while ``doing`` something."""
+        return GenericError(
+            f"timed out after {self.elapsed():.1f}s of the {self._budget:.0f}s action timeout"
+            f" while {doing}"
+        )
+
+    def check(self, doing: str) -> None:
+        if self.expired():
+            raise self.timeout_error(doing)
+
+    def allows(self, seconds: float) -> bool:
+        """True when ``seconds`` more still fit before the deadline."""
+        left = self.remaining()
+        return left > 0.0 and max(0.0, seconds) <= left
+
+    def sleep(
+        self, seconds: float, doing: str, sleep: Callable[[float], object] = time.sleep
+    ) -> None:
+        """Sleep, or raise the timed-out error at once when the sleep would overrun the deadline."""
+        self.check(doing)
+        if not self.allows(seconds):
+            raise self.timeout_error(doing)
+        sleep(max(0.0, seconds))
