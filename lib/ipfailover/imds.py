@@ -25,8 +25,12 @@ READ_TIMEOUT = 1.0
 ATTEMPTS = 3
 
 
-class ImdsNotFound(Exception):
+class ImdsNotFound(GenericError):
     """The metadata service has no such path (404)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"the instance metadata service has no {path}")
+        self.path = path
 
 
 class Imds:

@@ -262,3 +262,33 @@ class Netlink:
         return self._do(
             _MISSING, f"remove route {kwargs['dst']} from table {table}", "route", "del", **kwargs
         )
+
+    def flush_table(self, table: int) -> int:
+        """Remove every route of ``table`` (both families); returns how many went."""
+        removed = 0
+        for family, default in ((socket.AF_INET, "0.0.0.0/0"), (socket.AF_INET6, "::/0")):
+            for msg in self._ipr.get_routes(family=family, table=table):
+                if (msg.get_attr("RTA_TABLE") or msg["table"]) != table:
+                    continue
+                dst = msg.get_attr("RTA_DST")
+                kwargs: dict[str, Any] = {
+                    "table": table,
+                    "family": family,
+                    "scope": RT_SCOPE_NOWHERE,
+                    "dst": f"{dst}/{msg['dst_len']}" if dst else default,
+                }
+                oif = msg.get_attr("RTA_OIF")
+                if oif is not None:
+                    kwargs["oif"] = oif
+                gateway = msg.get_attr("RTA_GATEWAY")
+                if gateway:
+                    kwargs["gateway"] = gateway
+                if self._do(
+                    _MISSING,
+                    f"remove route {kwargs['dst']} from table {table}",
+                    "route",
+                    "del",
+                    **kwargs,
+                ):
+                    removed += 1
+        return removed

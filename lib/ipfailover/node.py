@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from ocf_shim import GenericError
+from ocf_shim import ArgsError, GenericError
 
-from .imds import Imds
+from .imds import Imds, ImdsNotFound
 
 _AZ_RE = re.compile(r"^([a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d{1,2})[a-z]$")
 _ID_RE = re.compile(r"^(i|eni|vpc|subnet)-[0-9a-f]{8,17}$")
@@ -50,7 +50,14 @@ class InterfaceFacts:
 
 
 def eni_id_of_mac(imds: Imds, mac: str) -> str:
-    return _checked_id(imds.get(f"meta-data/network/interfaces/macs/{mac}/interface-id"), "ENI id")
+    try:
+        text = imds.get(f"meta-data/network/interfaces/macs/{mac}/interface-id")
+    except ImdsNotFound:
+        raise ArgsError(
+            f"no network interface of this instance has MAC {mac} (instance metadata): "
+            "the interface is not an ENI of this instance"
+        ) from None
+    return _checked_id(text, "ENI id")
 
 
 def interface_facts(imds: Imds, mac: str) -> InterfaceFacts:

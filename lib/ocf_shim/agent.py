@@ -344,9 +344,7 @@ class _Watchdog:
             self._armed = False
 
 
-def _setup_logging(
-    agent: str, resource: str, env: Mapping[str, str], name: str
-) -> logging.Logger:
+def _setup_logging(agent: str, resource: str, env: Mapping[str, str], name: str) -> logging.Logger:
     """Configure the logger ``name`` from HA_LOGFACILITY, HA_LOGFILE and HA_debug."""
     log = logging.getLogger(name)
     for old in _installed_handlers.pop(name, []):

@@ -1,0 +1,60 @@
+# ipfailover-agents: the two commands a newcomer needs are `make demo` and `make test`.
+# Both install what they need first (Debian packages as root, Python packages in .venv).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+export PYTHONPATH := $(CURDIR)/lib:$(CURDIR)/tests
+
+# Debian packages: the cluster stack and conformance tools, the distribution's boto3 and
+# pyroute2 (our stand-in for an enterprise node), rpm tooling, and iproute2 for the lab.
+APT_PACKAGES := pacemaker pacemaker-cli-utils corosync crmsh pcs resource-agents fence-agents \
+	rpm rpmlint libxml2-utils xsltproc python3-boto3 python3-pyroute2 python3-venv iproute2 \
+	awscli man-db groff-base procps
+
+.PHONY: deps venv lint typecheck test demo bench clean rpm
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check lib agents tests
+	$(VENV)/bin/ruff format --check lib tests
+	$(VENV)/bin/mypy
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: deps venv lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: deps venv
+	$(PY) -m lab.demo
+
+bench: deps venv
+	$(PY) -m lab.bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# The RPM (noarch) and SRPM from the working tree, uncommitted files included, into rpmbuild/,
+# then rpmlint with packaging/ipfailover-agents.rpmlintrc (fails on any rpmlint error).
+RPM_TOPDIR ?= $(CURDIR)/rpmbuild
+
+rpm: deps
+	packaging/build-rpm.sh $(RPM_TOPDIR)

@@ -1,0 +1,210 @@
+"""The demo: each agent moves its address a -> b -> a between two simulated EC2 nodes.
+
+``python -m lab.demo`` (``make demo``). For every agent it runs, as Pacemaker would, a start on
+node a, a crash of a (nothing stops it) with node b taking over, the late stop on a, and a
+planned move back to a; after each step it reads the simulated AWS and both nodes' interfaces
+and prints who owns the address. It ends with a table of the actions' times and API calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .harness import AGENTS_DIR, AgentResult, Lab
+
+Owner = Callable[[Lab], Optional[str]]
+
+
+@dataclass
+class Scenario:
+    agent: str
+    what: str
+    params: dict[str, str]
+    aws_owner: Owner  # node that AWS sends the traffic to
+    address: str  # the address to look for on the nodes' links
+
+
+def _node_of_eni(lab: Lab, eni_id: Optional[str]) -> Optional[str]:
+    return next((n.name for n in lab.nodes.values() if n.eni_id == eni_id), None)
+
+
+def _node_of_instance(lab: Lab, instance_id: Optional[str]) -> Optional[str]:
+    return next((n.name for n in lab.nodes.values() if n.instance_id == instance_id), None)
+
+
+def overlay(lab: Lab) -> Scenario:
+    ip = "192.168.100.10"
+    tables = lab.route_tables
+
+    def owner(lab: Lab) -> Optional[str]:
+        found = set()
+        for table in lab.describe_route_tables():
+            route = [r for r in table["Routes"] if r.get("DestinationCidrBlock") == f"{ip}/32"]
+            found.add(_node_of_eni(lab, route[0].get("NetworkInterfaceId")) if route else None)
+        return (
+            found.pop()
+            if len(found) == 1
+            else "split: " + ",".join(map(str, sorted(found, key=str)))
+        )
+
+    return Scenario(
+        "aws-overlayip",
+        f"overlay IP {ip} routed by {len(tables)} route tables",
+        {
+            "ip": ip,
+            "routing_table": ",".join(tables),
+            "endpoint_url": lab.endpoint_url,
+            "source_dest_check": "disable",
+        },
+        owner,
+        ip,
+    )
+
+
+def secondary(lab: Lab) -> Scenario:
+    ip = "10.0.1.100"
+
+    def owner(lab: Lab) -> Optional[str]:
+        enis = lab.ec2().describe_network_interfaces(
+            Filters=[{"Name": "addresses.private-ip-address", "Values": [ip]}]
+        )["NetworkInterfaces"]
+        return _node_of_eni(lab, enis[0]["NetworkInterfaceId"]) if enis else None
+
+    return Scenario(
+        "aws-secip",
+        f"secondary private IP {ip}",
+        {"ip": ip, "endpoint_url": lab.endpoint_url},
+        owner,
+        ip,
+    )
+
+
+def whole_eni(lab: Lab) -> Scenario:
+    eni = lab.create_eni(subnet="c")
+
+    def owner(lab: Lab) -> Optional[str]:
+        attachment = lab.eni(eni.id).get("Attachment") or {}
+        return _node_of_instance(lab, attachment.get("InstanceId"))
+
+    return Scenario(
+        "aws-eni",
+        f"ENI {eni.id} with {eni.ip}",
+        {"eni_id": eni.id, "endpoint_url": lab.endpoint_url},
+        owner,
+        eni.ip,
+    )
+
+
+def os_owners(lab: Lab, address: str) -> list[str]:
+    owners = []
+    for name in lab.nodes:
+        for link in lab.ip_json(name, "addr", "show"):
+            if any(a.get("local") == address for a in link.get("addr_info", [])):
+                owners.append(name)
+    return owners
+
+
+class Timeline:
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.rows: list[tuple[str, str, str, int, float, int]] = []
+
+    def run(self, lab: Lab, s: Scenario, node: str, action: str, note: str = "") -> AgentResult:
+        lab.reset_calls()
+        interval = 10000 if action == "monitor" else None
+        result = lab.run_agent(node, s.agent, action, s.params, interval_ms=interval)
+        calls = len(lab.calls(node))
+        self.rows.append((s.agent, node, action, result.rc, result.duration, calls))
+        at = time.monotonic() - self.began
+        status = "ok" if result.rc == 0 else f"rc={result.rc}"
+        reason = f"  ({result.exit_reason})" if result.exit_reason else ""
+        print(
+            f"  {at:7.2f}s  {node}: {action:<8} {status:<6} {result.duration:5.2f}s "
+            f"{calls:2d} API calls  {note}{reason}",
+            flush=True,
+        )
+        return result
+
+    def state(self, lab: Lab, s: Scenario) -> None:
+        print(
+            f"             AWS sends {s.address} to: {s.aws_owner(lab) or 'nobody'}; "
+            f"configured on: {', '.join(os_owners(lab, s.address)) or 'no node'}",
+            flush=True,
+        )
+
+
+def play(lab: Lab, s: Scenario, timeline: Timeline) -> bool:
+    print(f"\n== {s.agent}: {s.what}", flush=True)
+    expected = [
+        ("a", "start", 0, "start on a"),
+        ("a", "monitor", 0, ""),
+        ("b", "monitor", 7, "b is not running it"),
+        ("b", "start", 0, "a has crashed: b takes over"),
+        ("a", "monitor", 7, "a learns it lost the address"),
+        ("a", "stop", 0, "a's late stop leaves b's address alone"),
+        ("b", "monitor", 0, ""),
+        ("b", "stop", 0, "planned move back to a"),
+        ("a", "start", 0, ""),
+        ("a", "monitor", 0, ""),
+    ]
+    ok = True
+    for node, action, want, note in expected:
+        result = timeline.run(lab, s, node, action, note)
+        if result.rc != want:
+            ok = False
+            print(f"             expected rc {want}: {result.stderr.strip()[-400:]}", flush=True)
+        if action in ("start", "stop"):
+            timeline.state(lab, s)
+    return ok
+
+
+def summary(rows: list[tuple[str, str, str, int, float, int]]) -> None:
+    print("\naction times (median over the demo's runs):")
+    print(f"  {'agent':<15} {'action':<8} {'runs':>4} {'median':>8} {'max':>7} {'API calls':>10}")
+    keys = sorted({(r[0], r[2]) for r in rows})
+    for agent, action in keys:
+        times = sorted(r[4] for r in rows if r[0] == agent and r[2] == action)
+        calls = sorted(r[5] for r in rows if r[0] == agent and r[2] == action)
+        median = times[len(times) // 2]
+        print(
+            f"  {agent:<15} {action:<8} {len(times):>4} {median:>7.2f}s {times[-1]:>6.2f}s "
+            f"{calls[0]:>4}-{calls[-1]:<5}"
+        )
+
+
+BUILDERS: dict[str, Callable[[Lab], Scenario]] = {
+    "aws-overlayip": overlay,
+    "aws-secip": secondary,
+    "aws-eni": whole_eni,
+}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("agents", nargs="*", help="agents to show (default: all installed)")
+    args = parser.parse_args(argv)
+    names = args.agents or [n for n in BUILDERS if (AGENTS_DIR / n).exists()]
+    with tempfile.TemporaryDirectory(prefix="ipfailover-demo-") as workdir:
+        print("starting the lab: simulated EC2, two nodes with their own IMDS ...", flush=True)
+        with Lab(Path(workdir)) as lab:
+            nodes = ", ".join(f"{n.name}={n.instance_id} ({n.ip})" for n in lab.nodes.values())
+            print(f"lab up in {lab.start_seconds:.1f}s: {nodes}", flush=True)
+            timeline = Timeline()
+            results: dict[str, Any] = {}
+            for name in names:
+                results[name] = play(lab, BUILDERS[name](lab), timeline)
+            summary(timeline.rows)
+    failed = [name for name, ok in results.items() if not ok]
+    print("\nall agents behaved as expected" if not failed else f"\nFAILED: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
