@@ -33,8 +33,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check lib agents tests
-	$(VENV)/bin/ruff format --check lib tests
+	$(VENV)/bin/ruff check lib agents tests packaging
+	$(VENV)/bin/ruff format --check lib agents tests packaging
 	$(VENV)/bin/mypy
 
 typecheck: venv

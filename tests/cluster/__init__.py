@@ -1,0 +1,15 @@
+"""A real two-node Pacemaker/Corosync cluster in the lab's namespaces (see cluster.Cluster)."""
+
+from .cluster import Cluster, ClusterError, processes_in
+from .status import FailedAction, NodeState, ResourceState, Status, parse_crm_mon
+
+__all__ = [
+    "Cluster",
+    "ClusterError",
+    "FailedAction",
+    "NodeState",
+    "ResourceState",
+    "Status",
+    "parse_crm_mon",
+    "processes_in",
+]
