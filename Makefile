@@ -13,7 +13,7 @@ APT_PACKAGES := pacemaker pacemaker-cli-utils corosync crmsh pcs resource-agents
 	rpm rpmlint libxml2-utils xsltproc python3-boto3 python3-pyroute2 python3-venv iproute2 \
 	awscli man-db groff-base procps
 
-.PHONY: deps venv lint typecheck test demo bench clean rpm
+.PHONY: deps venv models lint typecheck test demo bench clean rpm
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -32,6 +32,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
+# Trimmed EC2 models (see lib/ipfailover/botomodel.py) for the venv's botocore and Debian's.
+models: venv
+	$(PY) -m ipfailover.botomodel
+	if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -m ipfailover.botomodel; fi
+
 lint: venv
 	$(VENV)/bin/ruff check lib agents tests packaging
 	$(VENV)/bin/ruff format --check lib agents tests packaging
@@ -40,13 +45,13 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: deps venv lint
+test: deps venv models lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-demo: deps venv
+demo: deps venv models
 	$(PY) -m lab.demo
 
-bench: deps venv
+bench: deps venv models
 	$(PY) -m lab.bench
 
 clean:

@@ -165,11 +165,16 @@ def connect(settings: AwsSettings, region: str, deadline: Deadline, agent: str) 
     import botocore.session
     from botocore.config import Config
 
+    from .botomodel import search_path
+
     try:
         session = botocore.session.Session(profile=settings.profile)
         session.get_scoped_config()  # an unknown profile fails here, clearly
     except Exception as exc:  # noqa: BLE001 - botocore raises several kinds here
         raise ConfigError(f"AWS profile {settings.profile!r} cannot be used: {exc}") from None
+    trimmed = search_path()
+    if trimmed is not None:
+        session.get_component("data_loader").search_paths.insert(0, trimmed)
     connect_timeout, read_timeout = client_timeouts(deadline)
     config = Config(
         region_name=region,
