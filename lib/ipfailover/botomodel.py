@@ -63,7 +63,8 @@ def trim(model: dict[str, Any], operations: tuple[str, ...] = OPERATIONS) -> dic
                 keep(op[key]["shape"])
         for error in op.get("errors", []):
             keep(error["shape"])
-    return _undocumented({**model, "operations": ops, "shapes": shapes})
+    trimmed: dict[str, Any] = _undocumented({**model, "operations": ops, "shapes": shapes})
+    return trimmed
 
 
 def _undocumented(value: Any) -> Any:

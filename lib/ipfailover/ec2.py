@@ -245,30 +245,29 @@ def set_source_dest_check(api: Api, eni_id: str, enabled: bool, dry_run: bool = 
     _send(api, "ModifyNetworkInterfaceAttribute", kwargs, dry_run)
 
 
-def assign_private_ip(
-    api: Api, eni_id: str, ip: str, allow_reassignment: bool = True, dry_run: bool = False
-) -> None:
-    kwargs: dict[str, Any] = {
-        "NetworkInterfaceId": eni_id,
-        "PrivateIpAddresses": [ip],
-        "AllowReassignment": allow_reassignment,
-    }
-    _send(api, "AssignPrivateIpAddresses", kwargs, dry_run)
+# AssignPrivateIpAddresses, UnassignPrivateIpAddresses and the IPv6 pair take no DryRun: EC2 has
+# no way to check those permissions without making the change.
 
 
-def unassign_private_ip(api: Api, eni_id: str, ip: str, dry_run: bool = False) -> None:
-    kwargs: dict[str, Any] = {"NetworkInterfaceId": eni_id, "PrivateIpAddresses": [ip]}
-    _send(api, "UnassignPrivateIpAddresses", kwargs, dry_run)
+def assign_private_ip(api: Api, eni_id: str, ip: str, allow_reassignment: bool = True) -> None:
+    api.call(
+        "AssignPrivateIpAddresses",
+        NetworkInterfaceId=eni_id,
+        PrivateIpAddresses=[ip],
+        AllowReassignment=allow_reassignment,
+    )
 
 
-def assign_ipv6(api: Api, eni_id: str, ip: str, dry_run: bool = False) -> None:
-    kwargs: dict[str, Any] = {"NetworkInterfaceId": eni_id, "Ipv6Addresses": [ip]}
-    _send(api, "AssignIpv6Addresses", kwargs, dry_run)
+def unassign_private_ip(api: Api, eni_id: str, ip: str) -> None:
+    api.call("UnassignPrivateIpAddresses", NetworkInterfaceId=eni_id, PrivateIpAddresses=[ip])
 
 
-def unassign_ipv6(api: Api, eni_id: str, ip: str, dry_run: bool = False) -> None:
-    kwargs: dict[str, Any] = {"NetworkInterfaceId": eni_id, "Ipv6Addresses": [ip]}
-    _send(api, "UnassignIpv6Addresses", kwargs, dry_run)
+def assign_ipv6(api: Api, eni_id: str, ip: str) -> None:
+    api.call("AssignIpv6Addresses", NetworkInterfaceId=eni_id, Ipv6Addresses=[ip])
+
+
+def unassign_ipv6(api: Api, eni_id: str, ip: str) -> None:
+    api.call("UnassignIpv6Addresses", NetworkInterfaceId=eni_id, Ipv6Addresses=[ip])
 
 
 def attach_eni(

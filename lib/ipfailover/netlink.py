@@ -1,15 +1,18 @@
-"""The operating-system side: links, addresses, policy rules and routes, through pyroute2.
+"""The operating-system side: links, addresses, policy rules and routes.
 
-A few typed functions over one ``IPRoute`` handle, so callers never pass verb strings or loose
-keyword arguments. Every change is idempotent: "already exists" and "no such" from the kernel are
-expected outcomes, not errors. Works with pyroute2 0.7.2 (what the distributions ship) and newer.
+A few typed functions over the kernel's netlink interface (pyroute2 for changes), so callers
+never pass verb strings or loose keyword arguments. Every change is idempotent: "already exists"
+and "no such" from the kernel are expected outcomes, not errors. Works with pyroute2 0.7.2 (what
+the distributions ship) and newer.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
+import struct
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -20,6 +23,12 @@ IFA_F_NODAD = 0x02
 RT_SCOPE_LINK = 253
 RT_SCOPE_NOWHERE = 255
 _EXISTS = (errno.EEXIST,)
+# Netlink message types, flags and attributes (linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h)
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_GETADDR = 16, 18, 20, 22
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_IFLA_ADDRESS, _IFLA_IFNAME = 1, 3
+_IFA_ADDRESS, _IFA_LOCAL, _IFA_LABEL = 1, 2, 3
 _MISSING = (errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV)
 
 
@@ -59,14 +68,20 @@ def _family(ip: str) -> int:
 
 
 class Netlink:
-    """Owns one pyroute2 ``IPRoute`` for the life of an action (use as a context manager)."""
+    """The netlink side of one action (use as a context manager).
+
+    Links and addresses are read over a plain ``AF_NETLINK`` socket, so a monitor that only looks
+    never imports pyroute2 (0.1-0.2 s); pyroute2's ``IPRoute`` is opened on the first change, or
+    the first read of rules or routes.
+    """
 
     def __init__(self) -> None:
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        self._ipr: Any = IPRoute()
-        self._error: type[Exception] = NetlinkError
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
+        self._sock.settimeout(5.0)  # the kernel answers at once; never hang an action on it
+        self._sock.bind((0, 0))
+        self._seq = 0
+        self._iproute: Any = None
+        self._error: type[Exception] = Exception
 
     def __enter__(self) -> Netlink:
         return self
@@ -75,42 +90,93 @@ class Netlink:
         self.close()
 
     def close(self) -> None:
-        self._ipr.close()
+        self._sock.close()
+        if self._iproute is not None:
+            self._iproute.close()
+
+    @property
+    def _ipr(self) -> Any:
+        if self._iproute is None:
+            from pyroute2 import IPRoute
+            from pyroute2.netlink.exceptions import NetlinkError
+
+            self._error = NetlinkError
+            self._iproute = IPRoute()
+        return self._iproute
 
     def _do(
         self, ok_codes: tuple[int, ...], what: str, method: str, *args: Any, **kwargs: Any
     ) -> bool:
         """Run one change; False when the kernel says it was already so (``ok_codes``)."""
+        call = getattr(self._ipr, method)
         try:
-            getattr(self._ipr, method)(*args, **kwargs)
+            call(*args, **kwargs)
         except self._error as exc:
             if getattr(exc, "code", None) in ok_codes:
                 return False
             raise GenericError(f"could not {what}: {exc}") from None
         return True
 
+    # ------------------------------------------------------------------------- plain dumps
+
+    def _dump(self, msg_type: int, body: bytes) -> list[tuple[int, bytes]]:
+        """Send one dump request; (type, payload) of every answer message until NLMSG_DONE."""
+        self._seq += 1
+        flags = _NLM_F_REQUEST | _NLM_F_DUMP
+        self._sock.send(struct.pack("=IHHII", 16 + len(body), msg_type, flags, self._seq, 0) + body)
+        messages: list[tuple[int, bytes]] = []
+        while True:
+            data = self._sock.recv(1 << 16)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind, _, seq, _ = struct.unpack_from("=IHHII", data, offset)
+                if length < 16:
+                    raise GenericError("malformed netlink answer")
+                payload = data[offset + 16 : offset + length]
+                offset += (length + 3) & ~3
+                if seq != self._seq:
+                    continue
+                if kind == _NLMSG_DONE:
+                    return messages
+                if kind == _NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
+                    if code:
+                        raise GenericError(f"netlink dump failed: {os.strerror(code)}")
+                    continue
+                messages.append((kind, payload))
+
+    @staticmethod
+    def _attrs(payload: bytes, start: int) -> dict[int, bytes]:
+        attrs: dict[int, bytes] = {}
+        offset = start
+        while offset + 4 <= len(payload):
+            length, kind = struct.unpack_from("=HH", payload, offset)
+            if length < 4:
+                break
+            attrs.setdefault(kind & 0x3FFF, payload[offset + 4 : offset + length])
+            offset += (length + 3) & ~3
+        return attrs
+
     # ------------------------------------------------------------------------- links
 
-    def _link(self, msg: Any) -> Link:
-        return Link(
-            index=int(msg["index"]),
-            name=str(msg.get_attr("IFLA_IFNAME")),
-            mac=str(msg.get_attr("IFLA_ADDRESS") or "").lower(),
-            up=bool(msg["flags"] & IFF_UP),
-        )
+    def links(self) -> list[Link]:
+        result = []
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
+        for kind, payload in self._dump(_RTM_GETLINK, body):
+            if kind != _RTM_NEWLINK or len(payload) < 16:
+                continue
+            _, _, index, flags, _ = struct.unpack_from("=BxHiII", payload)
+            attrs = self._attrs(payload, 16)
+            name = attrs.get(_IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(errors="replace")
+            mac = ":".join(f"{b:02x}" for b in attrs.get(_IFLA_ADDRESS, b""))
+            result.append(Link(index=index, name=name, mac=mac, up=bool(flags & IFF_UP)))
+        return result
 
     def link_by_name(self, name: str) -> Optional[Link]:
-        indexes = self._ipr.link_lookup(ifname=name)
-        return self._link(self._ipr.get_links(indexes[0])[0]) if indexes else None
+        return next((link for link in self.links() if link.name == name), None)
 
     def link_by_index(self, index: int) -> Optional[Link]:
-        try:
-            return self._link(self._ipr.get_links(index)[0])
-        except self._error:
-            return None
-
-    def links(self) -> list[Link]:
-        return [self._link(msg) for msg in self._ipr.get_links()]
+        return next((link for link in self.links() if link.index == index), None)
 
     def link_by_mac(self, mac: str) -> Optional[Link]:
         wanted = mac.lower()
@@ -130,18 +196,25 @@ class Netlink:
     # ------------------------------------------------------------------------- addresses
 
     def addresses(self, index: Optional[int] = None) -> list[Addr]:
-        kwargs: dict[str, Any] = {} if index is None else {"index": index}
         result = []
-        for msg in self._ipr.get_addr(**kwargs):
-            ip = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-            if ip is None:
+        body = struct.pack("=BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0)
+        for kind, payload in self._dump(_RTM_GETADDR, body):
+            if kind != _RTM_NEWADDR or len(payload) < 8:
                 continue
+            family, prefixlen, _, _, msg_index = struct.unpack_from("=BBBBI", payload)
+            if index is not None and msg_index != index:
+                continue
+            attrs = self._attrs(payload, 8)
+            raw = attrs.get(_IFA_LOCAL) or attrs.get(_IFA_ADDRESS)
+            if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            label = attrs.get(_IFA_LABEL)
             result.append(
                 Addr(
-                    ip=str(ipaddress.ip_address(ip)),
-                    prefixlen=int(msg["prefixlen"]),
-                    index=int(msg["index"]),
-                    label=msg.get_attr("IFA_LABEL"),
+                    ip=str(ipaddress.ip_address(raw)),
+                    prefixlen=prefixlen,
+                    index=msg_index,
+                    label=label.split(b"\0", 1)[0].decode(errors="replace") if label else None,
                 )
             )
         return result

@@ -22,6 +22,7 @@ from .params import (
     AwsSettings,
     IPAddress,
     Value,
+    flag,
     parse_aws_settings,
     parse_choice,
     parse_id_list,
@@ -150,12 +151,12 @@ def parse_config(params: Mapping[str, Value]) -> Config:
         table_ids=parse_id_list("routing_table", str(tables_text), "rtb") if tables_text else (),
         table_tag=parse_tag("routing_table_tag", str(tag_text)) if tag_text else None,
         interface=interface,
-        create_route=bool(params.get("create_route", True)),
+        create_route=flag(params, "create_route", True),
         source_dest_check=parse_choice(
             "source_dest_check", str(params.get("source_dest_check") or "verify"), SDC_CHOICES
         ),
         label=label,
-        monitor_api=bool(params.get("monitor_api", True)),
+        monitor_api=flag(params, "monitor_api", True),
         aws=parse_aws_settings(params),
     )
 

@@ -95,6 +95,36 @@ def parse_url(name: str, value: str) -> str:
     return text
 
 
+def integer(params: Mapping[str, Value], name: str) -> Optional[int]:
+    """An integer parameter, or None when unset (the shim converts them; text is checked too)."""
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"parameter {name!r} must be an integer, got {quote(value)}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,12}", text):
+        raise ConfigError(f"parameter {name!r} must be an integer, got {quote(value)}")
+    return int(text)
+
+
+def flag(params: Mapping[str, Value], name: str, default: bool) -> bool:
+    """A boolean parameter (the shim converts them; text is parsed the way Pacemaker does)."""
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    from ocf_shim import parse_bool
+
+    try:
+        return parse_bool(str(value))
+    except ValueError:
+        raise ConfigError(f"parameter {name!r} must be a boolean, got {quote(value)}") from None
+
+
 def parse_int_range(name: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(f"parameter {name!r}: {value} is outside {low}..{high}")

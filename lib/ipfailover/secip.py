@@ -1,0 +1,692 @@
+"""aws-secip: a secondary private IP address of a subnet, assigned to this instance's ENI.
+
+AWS side: the address is a secondary private IP (IPv4) or an IPv6 address of the ENI of
+``interface``, moved here with ``AssignPrivateIpAddresses(AllowReassignment=true)`` (IPv6 cannot
+be reassigned: it is unassigned from the holder first); optionally an Elastic IP associated with
+it. OS side: the address on ``interface``. One ``DescribeNetworkInterfaces`` call filtered by the
+address tells both who holds it and whether that is us. Stop removes the address from the OS and
+unassigns it from this node's ENI only while this ENI still holds it: an address another node took
+over is never touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Union
+
+from ocf_shim import OCF, Agent, ConfigError, Context, GenericError, OCFError, Parameter
+
+from .params import (
+    AWS_PARAMETERS,
+    MONITOR_API_PARAMETER,
+    AwsSettings,
+    IPAddress,
+    Value,
+    flag,
+    parse_aws_settings,
+    parse_id,
+    parse_interface,
+    parse_ip,
+    quote,
+    standard_actions,
+)
+from .runtime import Runtime
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+if TYPE_CHECKING:
+    from .aws import Api
+    from .ec2 import Address, Eni
+    from .node import InterfaceFacts
+
+log = logging.getLogger("ipfailover")
+
+NAME = "aws-secip"
+POLL_INTERVAL = 0.1  # seconds between DescribeNetworkInterfaces while a move completes
+SLOW_POLL_INTERVAL = 0.25  # after SLOW_POLL_AFTER polls: spare the account's throttling bucket
+SLOW_POLL_AFTER = 20
+
+PARAMETERS = (
+    Parameter(
+        "ip",
+        "Secondary private IP address",
+        "The service address: a free private IPv4 address of the subnet of the interface's "
+        "network interface (ENI), or an IPv6 address of that subnet's IPv6 CIDR block. It must "
+        "not be the primary private IP of any ENI. The active node holds it as a secondary "
+        "address of its ENI and configures it on the interface.",
+        required=True,
+        unique=True,
+    ),
+    Parameter(
+        "interface",
+        "Network interface",
+        "The interface that gets the address. Its ENI (found by MAC through the instance "
+        "metadata) is the one the address is assigned to.",
+        default="eth0",
+    ),
+    Parameter(
+        "cidr_netmask",
+        "Prefix length on the interface",
+        "Prefix length of the address as configured on the interface (1-32 for IPv4, 1-128 for "
+        "IPv6). When unset, the prefix length of the ENI's subnet CIDR block as the instance "
+        "metadata reports it (e.g. 24 for a /24 subnet, 64 for IPv6): the address then sits "
+        "next to the primary address of the same subnet, as AWS's own tools configure "
+        "secondary addresses.",
+        type="integer",
+    ),
+    Parameter(
+        "elastic_ip_allocation_id",
+        "Elastic IP to move with the address",
+        "Allocation id (eipalloc-...) of an Elastic IP that start associates with the address on "
+        "this node's ENI (reassociation allowed), so the public address follows the service. "
+        "IPv4 only. Needs ec2:AssociateAddress and ec2:DescribeAddresses.",
+    ),
+    Parameter(
+        "unassign_on_stop",
+        "Unassign the address on stop",
+        "When true, stop also unassigns the address from this node's ENI, if this ENI still "
+        "holds it (an address another node has taken over is never touched). When false, stop "
+        "only removes the address from the interface and the next start, wherever it runs, "
+        "moves it. If the AWS part of stop cannot complete, stop logs a warning and still "
+        "succeeds: the address is off this node, and the next start reassigns it anyway.",
+        type="boolean",
+        default=True,
+    ),
+    MONITOR_API_PARAMETER,
+    *AWS_PARAMETERS,
+)
+
+LONGDESC = (
+    "Moves a secondary private IP address (IPv4, or IPv6) of a subnet between EC2 instances: "
+    "start assigns it to the network interface (ENI) of the active node with "
+    "AssignPrivateIpAddresses and AllowReassignment (IPv6 addresses are unassigned from the "
+    "previous holder, then assigned), waits until EC2 shows it there, optionally re-associates "
+    "an Elastic IP with it, and configures it on the interface. It replaces the pair "
+    "awsvip + IPaddr2 (and awseip). All nodes must have an interface in the same subnet. The "
+    "instance role needs ec2:DescribeNetworkInterfaces, ec2:AssignPrivateIpAddresses and "
+    "ec2:UnassignPrivateIpAddresses (for IPv6: ec2:AssignIpv6Addresses and "
+    "ec2:UnassignIpv6Addresses; with an Elastic IP: ec2:AssociateAddress and "
+    "ec2:DescribeAddresses; ec2:DescribeSubnets when the metadata lacks the subnet's block, as "
+    "for IPv6 before the ENI has an IPv6 address). validate-all checks the address against the "
+    "subnet and the ENIs without changing anything, and the Elastic IP permission with DryRun; "
+    "EC2 offers no DryRun for assigning and unassigning addresses, so those permissions show "
+    "at the first start."
+)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Config:
+    ip: IPAddress
+    interface: str
+    cidr_netmask: Optional[int]
+    eip_allocation_id: Optional[str]
+    unassign_on_stop: bool
+    monitor_api: bool
+    aws: AwsSettings
+
+    @property
+    def version(self) -> int:
+        return self.ip.version
+
+
+def parse_prefixlen(name: str, value: Value, version: int) -> int:
+    """A prefix length for an address of this IP version (1..32 or 1..128)."""
+    limit = 32 if version == 4 else 128
+    if isinstance(value, bool):
+        raise ConfigError(f"parameter {name!r}: {quote(value)} is not a prefix length")
+    if isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip()
+        if not text.isdigit() or len(text) > 3:
+            raise ConfigError(
+                f"parameter {name!r}: {quote(value)} is not a prefix length (1..{limit})"
+            )
+        number = int(text)
+    if not 1 <= number <= limit:
+        raise ConfigError(
+            f"parameter {name!r}: {number} is outside 1..{limit} for an IPv{version} address"
+        )
+    return number
+
+
+def parse_config(params: Mapping[str, Value]) -> Config:
+    """Check the parameters (syntax only: nothing here asks AWS or the OS)."""
+    ip = parse_ip("ip", str(params["ip"]))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        raise ConfigError(f"parameter 'ip': {ip} is IPv4-mapped; give the IPv4 address itself")
+    netmask = params.get("cidr_netmask")
+    eip = params.get("elastic_ip_allocation_id")
+    eip_id = parse_id("elastic_ip_allocation_id", str(eip), "eipalloc") if eip else None
+    if eip_id is not None and ip.version == 6:
+        raise ConfigError(
+            f"parameter 'elastic_ip_allocation_id': Elastic IPs are IPv4 only, but ip is {ip}"
+        )
+    return Config(
+        ip=ip,
+        interface=parse_interface("interface", str(params.get("interface") or "eth0")),
+        cidr_netmask=(
+            parse_prefixlen("cidr_netmask", netmask, ip.version)
+            if netmask is not None and netmask != ""
+            else None
+        ),
+        eip_allocation_id=eip_id,
+        unassign_on_stop=flag(params, "unassign_on_stop", True),
+        monitor_api=flag(params, "monitor_api", True),
+        aws=parse_aws_settings(params),
+    )
+
+
+# ----------------------------------------------------------------------------- pure decisions
+
+
+@dataclass(frozen=True)
+class Holding:
+    """Who holds the address, as EC2 reports it."""
+
+    holders: tuple[str, ...]  # ENI ids that show the address (normally at most one)
+    primary_of: Optional[str]  # the ENI whose primary private IP it is, if any
+
+    def held_by(self, eni_id: str) -> bool:
+        return eni_id in self.holders
+
+    def others(self, eni_id: str) -> tuple[str, ...]:
+        return tuple(holder for holder in self.holders if holder != eni_id)
+
+
+def holding(ip: IPAddress, enis: Sequence[Eni]) -> Holding:
+    """Read the holder(s) of ``ip`` off described ENIs (whatever filter the call used)."""
+    holders = []
+    primary_of = None
+    for eni in enis:
+        addresses = eni.private_ips if ip.version == 4 else eni.ipv6s
+        if any(_same_ip(ip, text) for text in addresses):
+            holders.append(eni.id)
+            if ip.version == 4 and _same_ip(ip, eni.primary_ip):
+                primary_of = eni.id
+    return Holding(tuple(dict.fromkeys(holders)), primary_of)
+
+
+def _same_ip(ip: IPAddress, text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text) == ip
+    except ValueError:
+        return False
+
+
+def eip_points_here(address: Address, eni_id: str, ip: IPAddress) -> bool:
+    return (
+        address.eni_id == eni_id
+        and address.private_ip is not None
+        and (_same_ip(ip, address.private_ip))
+    )
+
+
+def _networks(blocks: Sequence[str], version: int) -> list[IPNetwork]:
+    """The well-formed CIDR blocks of one IP version (IMDS text may carry blanks)."""
+    networks = []
+    for block in blocks:
+        try:
+            network = ipaddress.ip_network(block.strip(), strict=False)
+        except ValueError:
+            continue
+        if network.version == version:
+            networks.append(network)
+    return networks
+
+
+def subnet_problem(
+    ip: IPAddress, subnet_id: str, blocks: Sequence[str], eni_id: str
+) -> Optional[str]:
+    """Why ``ip`` cannot be a secondary address of a subnet with these CIDR blocks (None: fine)."""
+    networks = _networks(blocks, ip.version)
+    if not networks:
+        return (
+            f"subnet {subnet_id} of {eni_id} has no IPv{ip.version} CIDR block, so {ip} cannot "
+            "be used"
+        )
+    containing = next((n for n in networks if ip in n), None)
+    if containing is None:
+        shown = ", ".join(str(n) for n in networks)
+        return (
+            f"{ip} is outside subnet {subnet_id} ({shown}) of {eni_id}: use a free address of "
+            "that subnet, or an interface whose network interface is in the address's subnet"
+        )
+    if isinstance(containing, ipaddress.IPv4Network) and (
+        int(ip) - int(containing.network_address) < 4 or ip == containing.broadcast_address
+    ):
+        return (
+            f"{ip} is reserved by AWS in subnet {subnet_id} ({containing}): the first four "
+            "addresses and the last one of a subnet cannot be assigned"
+        )
+    return None
+
+
+def subnet_prefixlen(ip: IPAddress, blocks: Sequence[str]) -> Optional[int]:
+    """The prefix length of the block of ``blocks`` that contains ``ip``."""
+    return next((n.prefixlen for n in _networks(blocks, ip.version) if ip in n), None)
+
+
+def primary_problem(ip: IPAddress, held: Holding) -> Optional[str]:
+    if held.primary_of is None:
+        return None
+    return (
+        f"{ip} is the primary private IP address of {held.primary_of}; a primary address cannot "
+        "move: choose a free address of the subnet"
+    )
+
+
+def primary_of_interface(local_ipv4s: Optional[str]) -> Optional[IPAddress]:
+    """The primary private IPv4 of an ENI from its IMDS ``local-ipv4s`` list (primary first)."""
+    for line in (local_ipv4s or "").splitlines():
+        try:
+            return ipaddress.ip_address(line.strip())
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What start must change; empty when AWS and the OS are already right."""
+
+    take_from: tuple[str, ...]  # IPv6: unassign from these ENIs before assigning
+    assign: bool  # assign the address to our ENI
+    associate_eip: bool  # point the Elastic IP at our ENI and the address
+    os_remove_prefix: Optional[int]  # the address is configured with another prefix: remove it
+    os_add: bool  # configure the address on the interface
+
+    @property
+    def empty(self) -> bool:
+        return not (self.take_from or self.assign or self.associate_eip or self.os_add)
+
+
+def plan_start(
+    ip: IPAddress,
+    eni_id: str,
+    held: Holding,
+    eip: Optional[Address],
+    *,
+    os_prefix: Optional[int],
+    want_prefix: int,
+) -> Plan:
+    """Compare what is wanted with what is observed. ``eip`` is the Elastic IP when configured,
+    ``os_prefix`` the prefix of the address on the interface (None: absent)."""
+    problem = primary_problem(ip, held)
+    if problem:
+        raise ConfigError(problem)
+    wrong_prefix = os_prefix is not None and os_prefix != want_prefix
+    return Plan(
+        # IPv6 cannot be reassigned: every other holder must let go first.
+        take_from=held.others(eni_id) if ip.version == 6 else (),
+        assign=not held.held_by(eni_id),
+        associate_eip=eip is not None and not eip_points_here(eip, eni_id, ip),
+        os_remove_prefix=os_prefix if wrong_prefix else None,
+        os_add=os_prefix is None or wrong_prefix,
+    )
+
+
+def aws_problems(
+    ip: IPAddress, eni_id: str, held: Holding, eip: Optional[Address] = None
+) -> list[str]:
+    """Why AWS does not (yet) send ``ip`` to ``eni_id``; empty when it does."""
+    problems = []
+    if not held.held_by(eni_id):
+        where = ", ".join(held.holders) if held.holders else "no network interface"
+        problems.append(f"{ip} is assigned to {where}, not to {eni_id}")
+    if eip is not None and not eip_points_here(eip, eni_id, ip):
+        target = f"{eip.eni_id} / {eip.private_ip}" if eip.eni_id else "nothing"
+        problems.append(f"Elastic IP {eip.public_ip} points at {target}")
+    return problems
+
+
+def poll_interval(attempt: int) -> float:
+    """How long to wait before the next look (``attempt`` counts from 0)."""
+    return POLL_INTERVAL if attempt < SLOW_POLL_AFTER else SLOW_POLL_INTERVAL
+
+
+# ----------------------------------------------------------------------------- effects
+
+
+def _describe_holding(api: Api, ip: IPAddress) -> Holding:
+    """One DescribeNetworkInterfaces call filtered by the address."""
+    from . import ec2
+
+    key = "addresses.private-ip-address" if ip.version == 4 else "ipv6-addresses.ipv6-address"
+    return holding(ip, ec2.describe_enis(api, filters={key: [str(ip)]}))
+
+
+def _subnet_blocks(rt: Runtime, cfg: Config, facts: InterfaceFacts) -> list[str]:
+    """The CIDR blocks of the ENI's subnet of the address's family: IMDS, else DescribeSubnets."""
+    from . import ec2
+
+    if cfg.version == 4 and facts.subnet_cidr:
+        return [facts.subnet_cidr]
+    if cfg.version == 6:
+        text = rt.imds.get_optional(
+            f"meta-data/network/interfaces/macs/{facts.mac}/subnet-ipv6-cidr-blocks"
+        )
+        blocks = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if blocks:
+            return blocks
+    subnet = ec2.describe_subnet(rt.api(), facts.subnet_id)
+    return [subnet.cidr] if cfg.version == 4 else list(subnet.ipv6_cidrs)
+
+
+def _check_subnet(rt: Runtime, cfg: Config, facts: InterfaceFacts) -> int:
+    """Raise ConfigError unless the address belongs to the ENI's subnet; the OS prefix length."""
+    blocks = _subnet_blocks(rt, cfg, facts)
+    problem = subnet_problem(cfg.ip, facts.subnet_id, blocks, facts.eni_id)
+    if problem:
+        raise ConfigError(problem)
+    if cfg.cidr_netmask is not None:
+        return cfg.cidr_netmask
+    prefix = subnet_prefixlen(cfg.ip, blocks)
+    assert prefix is not None  # subnet_problem found the block
+    return prefix
+
+
+def _is_interface_primary(rt: Runtime, cfg: Config, mac: str) -> bool:
+    """True when the address is the primary IPv4 of the interface's ENI (IMDS; False if unsure).
+
+    A resource misconfigured with a node's own primary address must never remove it: monitor and
+    stop on a node that has it would otherwise cut the node off the network.
+    """
+    if cfg.version != 4:
+        return False
+    try:
+        text = rt.imds.get_optional(f"meta-data/network/interfaces/macs/{mac}/local-ipv4s")
+    except OCFError as exc:
+        log.warning("cannot tell whether %s is the interface's primary address: %s", cfg.ip, exc)
+        return False
+    return primary_of_interface(text) == cfg.ip
+
+
+def _describe_eip(api: Api, cfg: Config) -> Optional[Address]:
+    from . import ec2
+
+    if cfg.eip_allocation_id is None:
+        return None
+    return ec2.describe_address(api, cfg.eip_allocation_id)
+
+
+def _observe(api: Api, cfg: Config, with_eip: bool) -> tuple[Holding, Optional[Address]]:
+    """The holder of the address and (``with_eip``) the Elastic IP, read at the same time."""
+    if not with_eip or cfg.eip_allocation_id is None:
+        return _describe_holding(api, cfg.ip), None
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        later = pool.submit(_describe_eip, api, cfg)
+        held = _describe_holding(api, cfg.ip)
+        return held, later.result()
+
+
+def _move(api: Api, cfg: Config, eni_id: str, plan: Plan, ctx: Context) -> None:
+    """Move the address to our ENI (IPv4: reassign; IPv6: release from the holders, assign)."""
+    from . import ec2
+    from .aws import error_code
+
+    ip = str(cfg.ip)
+    if cfg.version == 4:
+        ec2.assign_private_ip(api, eni_id, ip, allow_reassignment=True)
+        return
+    for holder in plan.take_from:
+        ec2.unassign_ipv6(api, holder, ip)
+        log.info("unassigned %s from %s (IPv6 cannot be reassigned)", ip, holder)
+    if not plan.assign:
+        return
+    attempt = 0
+    while True:
+        try:
+            ec2.assign_ipv6(api, eni_id, ip)
+            return
+        except OCFError as exc:
+            if error_code(exc) != "InvalidParameterValue":
+                raise
+            # EC2 may still show the previous holder for a moment after the unassign.
+            others = _describe_holding(api, cfg.ip).others(eni_id)
+            if not others:
+                raise
+            for holder in others:
+                ec2.unassign_ipv6(api, holder, ip)
+            ctx.deadline.sleep(
+                poll_interval(attempt), f"waiting for {', '.join(others)} to release {ip}"
+            )
+            attempt += 1
+
+
+def _wait_for_aws(
+    api: Api, cfg: Config, eni_id: str, ctx: Context, with_eip: bool
+) -> tuple[Holding, Optional[Address]]:
+    """Poll at short intervals until EC2 shows the address (and the EIP) on our ENI."""
+    attempt = 0
+    while True:
+        held, eip = _observe(api, cfg, with_eip)
+        problems = aws_problems(cfg.ip, eni_id, held, eip)
+        if not problems:
+            return held, eip
+        ctx.deadline.sleep(
+            poll_interval(attempt), f"waiting for EC2 to confirm the move ({'; '.join(problems)})"
+        )
+        attempt += 1
+
+
+def _ensure_eip(api: Api, cfg: Config, eni_id: str, known: Optional[Address], ctx: Context) -> None:
+    """Point the Elastic IP at the address on our ENI, unless ``known`` says it already does."""
+    from . import ec2
+
+    if cfg.eip_allocation_id is None or known is None:
+        return
+    if eip_points_here(known, eni_id, cfg.ip):
+        return
+    ec2.associate_address(api, cfg.eip_allocation_id, eni_id, str(cfg.ip))
+    log.info("associated Elastic IP %s with %s on %s", known.public_ip, cfg.ip, eni_id)
+    _wait_for_aws(api, cfg, eni_id, ctx, with_eip=True)
+
+
+def start(ctx: Context) -> int:
+    from . import node
+
+    cfg = parse_config(ctx.params)
+    # Reads do not load pyroute2 (0.1 s to import); the first change does, while EC2 completes
+    # the move.
+    with Runtime(ctx, cfg.aws) as rt:
+        link = rt.require_link(cfg.interface)
+        facts = node.interface_facts(rt.imds, link.mac)
+        prefix = _check_subnet(rt, cfg, facts)
+        eni_id = facts.eni_id
+        api = rt.api()
+        held, eip = _observe(api, cfg, with_eip=True)
+        present = rt.netlink.find_address(str(cfg.ip), link.index)
+        plan = plan_start(
+            cfg.ip,
+            eni_id,
+            held,
+            eip,
+            os_prefix=present.prefixlen if present else None,
+            want_prefix=prefix,
+        )
+        if plan.empty:
+            log.info("%s is already assigned to %s and configured on %s", cfg.ip, eni_id, link.name)
+            return OCF.SUCCESS
+        moved = plan.assign or bool(plan.take_from)
+        if moved:
+            _move(api, cfg, eni_id, plan, ctx)
+            log.info(
+                "assigned %s to %s (was on %s)",
+                cfg.ip,
+                eni_id,
+                ", ".join(held.holders) or "no network interface",
+            )
+        # The OS side while EC2 completes the move: harmless before AWS delivers the packets.
+        if plan.os_remove_prefix is not None:
+            rt.netlink.del_address(link.index, str(cfg.ip), plan.os_remove_prefix)
+        if plan.os_add:
+            rt.netlink.add_address(link.index, str(cfg.ip), prefix)
+            log.info("configured %s/%d on %s", cfg.ip, prefix, link.name)
+        if moved:
+            _wait_for_aws(api, cfg, eni_id, ctx, with_eip=False)
+            if plan.assign:
+                # An Elastic IP follows a reassigned IPv4 address: look where it points now.
+                eip = _describe_eip(api, cfg)
+        _ensure_eip(api, cfg, eni_id, eip, ctx)
+        found = rt.netlink.find_address(str(cfg.ip), link.index)
+        if found is None or found.prefixlen != prefix:
+            raise GenericError(
+                f"{cfg.ip}/{prefix} did not stay on {cfg.interface} (removed by another program?)"
+            )
+        log.info(
+            "%s is assigned to %s and configured on %s (%d API calls)",
+            cfg.ip,
+            eni_id,
+            link.name,
+            rt.api_calls(),
+        )
+    return OCF.SUCCESS
+
+
+def stop(ctx: Context) -> int:
+    from . import ec2, node
+
+    cfg = parse_config(ctx.params)
+    with Runtime(ctx, cfg.aws) as rt:
+        link = rt.netlink.link_by_name(cfg.interface)
+        if link is None:
+            log.info("interface %s is gone, so %s is not configured", cfg.interface, cfg.ip)
+            return OCF.SUCCESS
+        present = rt.netlink.find_address(str(cfg.ip), link.index)
+        if present is not None and _is_interface_primary(rt, cfg, link.mac):
+            # Never started by us (start refuses a primary address): leave the node reachable.
+            log.error(
+                "%s is the primary address of %s: not removing it; fix the ip parameter",
+                cfg.ip,
+                cfg.interface,
+            )
+            return OCF.SUCCESS
+        if present is not None:
+            rt.netlink.del_address(link.index, str(cfg.ip), present.prefixlen)
+            log.info("removed %s/%d from %s", cfg.ip, present.prefixlen, cfg.interface)
+            if rt.netlink.find_address(str(cfg.ip), link.index) is not None:
+                raise GenericError(f"{cfg.ip} is still on {cfg.interface} after removing it")
+        if not cfg.unassign_on_stop:
+            return OCF.SUCCESS
+        try:
+            eni_id = node.eni_id_of_mac(rt.imds, link.mac)
+            api = rt.api()
+            held = _describe_holding(api, cfg.ip)
+            if not held.held_by(eni_id):
+                log.info(
+                    "%s is not assigned to %s (holder: %s): nothing to unassign",
+                    cfg.ip,
+                    eni_id,
+                    ", ".join(held.holders) or "none",
+                )
+                return OCF.SUCCESS
+            if held.primary_of == eni_id:
+                log.error("%s: not unassigning it", primary_problem(cfg.ip, held))
+                return OCF.SUCCESS
+            if cfg.version == 4:
+                ec2.unassign_private_ip(api, eni_id, str(cfg.ip))
+            else:
+                ec2.unassign_ipv6(api, eni_id, str(cfg.ip))
+            log.info("unassigned %s from %s", cfg.ip, eni_id)
+        except OCFError as exc:
+            # The address is off this node; whoever starts next reassigns it. Failing the stop
+            # would get this node fenced for a leftover AWS assignment.
+            log.warning(
+                "%s is removed from %s, but unassigning it from this node's ENI failed: %s",
+                cfg.ip,
+                cfg.interface,
+                exc.reason,
+            )
+    return OCF.SUCCESS
+
+
+def monitor(ctx: Context) -> int:
+    from . import node
+    from .aws import error_code
+
+    cfg = parse_config(ctx.params)
+    with Runtime(ctx, cfg.aws) as rt:
+        # Read-only netlink without pyroute2: the import path is monitor's budget.
+        link = rt.netlink.link_by_name(cfg.interface)
+        if link is None or rt.netlink.find_address(str(cfg.ip), link.index) is None:
+            if not ctx.is_probe:
+                log.info("%s is not configured on %s", cfg.ip, cfg.interface)
+            return OCF.NOT_RUNNING
+        if _is_interface_primary(rt, cfg, link.mac):
+            raise ConfigError(
+                f"{cfg.ip} is the primary address of {cfg.interface}; a primary address cannot "
+                "move: choose a free address of the subnet"
+            )
+        if not cfg.monitor_api:
+            return OCF.SUCCESS
+        try:
+            eni_id = node.eni_id_of_mac(rt.imds, link.mac)
+            held = _describe_holding(rt.api(), cfg.ip)
+        except OCFError as exc:
+            if str(error_code(exc)).endswith(".NotFound") or exc.rc == OCF.ERR_CONFIGURED:
+                raise GenericError(
+                    f"the address cannot be looked up in EC2: {exc.reason}"
+                ) from None
+            log.warning(
+                "%s is configured on %s, but the AWS check could not complete: %s",
+                cfg.ip,
+                cfg.interface,
+                exc.reason,
+            )
+            return OCF.SUCCESS
+    problem = primary_problem(cfg.ip, held)
+    if problem:
+        raise ConfigError(problem)
+    problems = aws_problems(cfg.ip, eni_id, held)
+    if problems:
+        log.warning("%s is configured here but not assigned to this node: %s", cfg.ip, problems[0])
+        return OCF.NOT_RUNNING
+    return OCF.SUCCESS
+
+
+def validate(ctx: Context) -> int:
+    from . import ec2, node
+
+    cfg = parse_config(ctx.params)
+    with Runtime(ctx, cfg.aws) as rt:
+        link = rt.require_link(cfg.interface)
+        facts = node.interface_facts(rt.imds, link.mac)
+        _check_subnet(rt, cfg, facts)
+        api = rt.api()
+        eni_id = facts.eni_id
+        eni = ec2.describe_eni(api, eni_id)  # the ENI exists and we may describe it
+        if eni.subnet_id and eni.subnet_id != facts.subnet_id:
+            raise ConfigError(
+                f"{eni_id} is in {eni.subnet_id} according to EC2, but in {facts.subnet_id} "
+                "according to the instance metadata"
+            )
+        held = _describe_holding(api, cfg.ip)
+        problem = primary_problem(cfg.ip, held)
+        if problem:
+            raise ConfigError(problem)
+        # EC2 has no DryRun for (Un)AssignPrivateIpAddresses and (Un)AssignIpv6Addresses, so
+        # their permissions cannot be checked without changing something; AssociateAddress has.
+        if cfg.eip_allocation_id is not None:
+            ec2.describe_address(api, cfg.eip_allocation_id)
+            ec2.associate_address(api, cfg.eip_allocation_id, eni_id, str(cfg.ip), dry_run=True)
+    return OCF.SUCCESS
+
+
+AGENT = Agent(
+    name=NAME,
+    version="0.1.0",
+    shortdesc="Secondary private IP address moved to the active node's network interface",
+    longdesc=LONGDESC,
+    parameters=PARAMETERS,
+    actions=standard_actions(start=30, stop=30, monitor=20, interval=10),
+    handlers={"start": start, "stop": stop, "monitor": monitor, "validate-all": validate},
+)
