@@ -1030,7 +1030,7 @@ def start(ctx: Context) -> int:
         def prepare() -> None:
             """What start needs after the move; done while EC2 detaches or attaches."""
             subnets.append(ec2.describe_subnet(api, subnet_id))
-            rt.netlink.rules()  # pyroute2 imported, socket open
+            rt.netlink.prepare_changes()
 
         if not attached_here(eni, instance_id):
             _check_zone(rt, eni)

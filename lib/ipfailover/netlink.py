@@ -29,6 +29,9 @@ _RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_GETADDR = 16, 18, 20, 22
 _NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
 _IFLA_ADDRESS, _IFLA_IFNAME = 1, 3
 _IFA_ADDRESS, _IFA_LOCAL, _IFA_LABEL = 1, 2, 3
+_RTM_NEWROUTE, _RTM_GETROUTE, _RTM_NEWRULE, _RTM_GETRULE = 24, 26, 32, 34
+_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_TABLE = 1, 4, 5, 15
+_FRA_SRC, _FRA_PRIORITY, _FRA_TABLE = 2, 6, 15
 _MISSING = (errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV)
 
 
@@ -61,6 +64,15 @@ class RouteEntry:
     gateway: Optional[str]
     oif: Optional[int]
     table: int
+    family: int = socket.AF_INET
+
+
+def _u32(raw: Optional[bytes]) -> int:
+    return int(struct.unpack("=I", raw[:4])[0]) if raw and len(raw) >= 4 else 0
+
+
+def _ip(family: int, raw: bytes) -> str:
+    return socket.inet_ntop(family, raw)
 
 
 def _family(ip: str) -> int:
@@ -70,9 +82,8 @@ def _family(ip: str) -> int:
 class Netlink:
     """The netlink side of one action (use as a context manager).
 
-    Links and addresses are read over a plain ``AF_NETLINK`` socket, so a monitor that only looks
-    never imports pyroute2 (0.1-0.2 s); pyroute2's ``IPRoute`` is opened on the first change, or
-    the first read of rules or routes.
+    Everything is read over a plain ``AF_NETLINK`` socket, so a monitor that only looks never
+    imports pyroute2 (0.1-0.2 s); pyroute2's ``IPRoute`` is opened on the first change.
     """
 
     def __init__(self) -> None:
@@ -103,6 +114,11 @@ class Netlink:
             self._error = NetlinkError
             self._iproute = IPRoute()
         return self._iproute
+
+    def prepare_changes(self) -> None:
+        """Load pyroute2 now (0.1-0.2 s), e.g. while waiting for EC2, rather than at the first
+        change."""
+        self._ipr  # noqa: B018 - the property opens IPRoute
 
     def _do(
         self, ok_codes: tuple[int, ...], what: str, method: str, *args: Any, **kwargs: Any
@@ -247,16 +263,21 @@ class Netlink:
     def rules(self, table: Optional[int] = None) -> list[Rule]:
         result = []
         for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in self._ipr.get_rules(family=family):
-                msg_table = msg.get_attr("FRA_TABLE") or msg["table"]
+            body = struct.pack("=BBBBBBBBI", family, 0, 0, 0, 0, 0, 0, 0, 0)
+            for kind, payload in self._dump(_RTM_GETRULE, body):
+                if kind != _RTM_NEWRULE or len(payload) < 12:
+                    continue
+                msg_family, _, src_len, _, hdr_table = struct.unpack_from("=BBBBB", payload)
+                attrs = self._attrs(payload, 12)
+                msg_table = _u32(attrs.get(_FRA_TABLE)) or hdr_table
                 if table is not None and msg_table != table:
                     continue
-                src = msg.get_attr("FRA_SRC")
+                src = attrs.get(_FRA_SRC)
                 result.append(
                     Rule(
-                        priority=int(msg.get_attr("FRA_PRIORITY") or 0),
-                        table=int(msg_table),
-                        src=f"{src}/{msg['src_len']}" if src else None,
+                        priority=_u32(attrs.get(_FRA_PRIORITY)),
+                        table=msg_table,
+                        src=f"{_ip(msg_family, src)}/{src_len}" if src else None,
                     )
                 )
         return result
@@ -294,16 +315,26 @@ class Netlink:
     def routes(self, table: int) -> list[RouteEntry]:
         result = []
         for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in self._ipr.get_routes(family=family, table=table):
-                if (msg.get_attr("RTA_TABLE") or msg["table"]) != table:
+            body = struct.pack("=BBBBBBBBI", family, 0, 0, 0, 0, 0, 0, 0, 0)
+            for kind, payload in self._dump(_RTM_GETROUTE, body):
+                if kind != _RTM_NEWROUTE or len(payload) < 12:
                     continue
-                dst = msg.get_attr("RTA_DST")
+                msg_family, dst_len, _, _, hdr_table = struct.unpack_from("=BBBBB", payload)
+                attrs = self._attrs(payload, 12)
+                if (_u32(attrs.get(_RTA_TABLE)) or hdr_table) != table:
+                    continue
+                dst, gateway, oif = (
+                    attrs.get(_RTA_DST),
+                    attrs.get(_RTA_GATEWAY),
+                    attrs.get(_RTA_OIF),
+                )
                 result.append(
                     RouteEntry(
-                        dst=f"{dst}/{msg['dst_len']}" if dst else None,
-                        gateway=msg.get_attr("RTA_GATEWAY"),
-                        oif=msg.get_attr("RTA_OIF"),
+                        dst=f"{_ip(msg_family, dst)}/{dst_len}" if dst else None,
+                        gateway=_ip(msg_family, gateway) if gateway else None,
+                        oif=_u32(oif) if oif else None,
                         table=table,
+                        family=msg_family,
                     )
                 )
         return result
@@ -339,29 +370,19 @@ class Netlink:
     def flush_table(self, table: int) -> int:
         """Remove every route of ``table`` (both families); returns how many went."""
         removed = 0
-        for family, default in ((socket.AF_INET, "0.0.0.0/0"), (socket.AF_INET6, "::/0")):
-            for msg in self._ipr.get_routes(family=family, table=table):
-                if (msg.get_attr("RTA_TABLE") or msg["table"]) != table:
-                    continue
-                dst = msg.get_attr("RTA_DST")
-                kwargs: dict[str, Any] = {
-                    "table": table,
-                    "family": family,
-                    "scope": RT_SCOPE_NOWHERE,
-                    "dst": f"{dst}/{msg['dst_len']}" if dst else default,
-                }
-                oif = msg.get_attr("RTA_OIF")
-                if oif is not None:
-                    kwargs["oif"] = oif
-                gateway = msg.get_attr("RTA_GATEWAY")
-                if gateway:
-                    kwargs["gateway"] = gateway
-                if self._do(
-                    _MISSING,
-                    f"remove route {kwargs['dst']} from table {table}",
-                    "route",
-                    "del",
-                    **kwargs,
-                ):
-                    removed += 1
+        for route in self.routes(table):
+            default = "::/0" if route.family == socket.AF_INET6 else "0.0.0.0/0"
+            kwargs: dict[str, Any] = {
+                "table": table,
+                "family": route.family,
+                "scope": RT_SCOPE_NOWHERE,
+                "dst": route.dst or default,
+            }
+            if route.oif is not None:
+                kwargs["oif"] = route.oif
+            if route.gateway:
+                kwargs["gateway"] = route.gateway
+            what = f"remove route {kwargs['dst']} from table {table}"
+            if self._do(_MISSING, what, "route", "del", **kwargs):
+                removed += 1
         return removed

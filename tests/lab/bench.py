@@ -82,26 +82,20 @@ def cases(lab: Lab, agents: Sequence[str]) -> list[Case]:
 
 
 def measure(lab: Lab, rows: dict[tuple[str, str, str], Row], case: Case, runs: int) -> None:
-    def run(node: str, action: str, record: bool = True) -> AgentResult:
+    def run(node: str, action: str, record: bool = True, probe: bool = False) -> AgentResult:
         lab.reset_calls()
-        interval = 10000 if action == "monitor" else None
+        interval = 10000 if action == "monitor" and not probe else None
         result = lab.run_agent(node, case.agent, action, case.params, interval_ms=interval)
-        label = "probe" if action == "monitor" and interval is None else action
         if record:
-            key = (case.agent, case.name, label)
-            rows.setdefault(key, Row(case.agent, case.name, label)).add(
-                result, len(lab.calls(node))
-            )
+            key = (case.agent, case.name, "probe" if probe else action)
+            rows.setdefault(key, Row(*key)).add(result, len(lab.calls(node)))
         return result
 
     for _ in range(runs):
         run("a", "meta-data")
         run("a", "validate-all")
         run("b", "start", record=False)  # b holds it, so a's start is a takeover
-        probe = lab.run_agent("a", case.agent, "monitor", case.params)  # a probe: not running
-        rows.setdefault((case.agent, case.name, "probe"), Row(case.agent, case.name, "probe")).add(
-            probe, 0
-        )
+        run("a", "monitor", probe=True)  # a probe on a node that does not hold it
         run("a", "start")
         run("a", "monitor")
         run("a", "stop")
