@@ -283,26 +283,18 @@ class Netlink:
         return result
 
     def add_rule(self, src: str, table: int, priority: int) -> bool:
-        network = ipaddress.ip_network(src, strict=False)
-        return self._do(
-            _EXISTS,
-            f"add rule from {network} table {table}",
-            "rule",
-            "add",
-            family=_family(str(network.network_address)),
-            src=str(network.network_address),
-            src_len=network.prefixlen,
-            table=table,
-            priority=priority,
-        )
+        return self._rule("add", _EXISTS, src, table, priority)
 
     def del_rule(self, src: str, table: int, priority: int) -> bool:
+        return self._rule("del", _MISSING, src, table, priority)
+
+    def _rule(self, verb: str, ok: tuple[int, ...], src: str, table: int, priority: int) -> bool:
         network = ipaddress.ip_network(src, strict=False)
         return self._do(
-            _MISSING,
-            f"remove rule from {network} table {table}",
+            ok,
+            f"{verb} rule from {network} table {table}",
             "rule",
-            "del",
+            verb,
             family=_family(str(network.network_address)),
             src=str(network.network_address),
             src_len=network.prefixlen,

@@ -381,8 +381,8 @@ def monitor(ctx: Context) -> int:
 
     cfg = parse_config(ctx.params)
     with Runtime(ctx, cfg.aws) as rt:
-        link = rt.netlink.link_by_name(cfg.interface)
-        if link is None or rt.netlink.find_address(str(cfg.ip), link.index) is None:
+        link = rt.link_with(cfg.interface, str(cfg.ip))
+        if link is None:
             if not ctx.is_probe:
                 log.info("%s is not configured on %s", cfg.ip, cfg.interface)
             return OCF.NOT_RUNNING

@@ -76,6 +76,13 @@ class Runtime:
             raise ArgsError(f"network interface {name!r} does not exist on this node")
         return link
 
+    def link_with(self, name: str, ip: str) -> Optional[Link]:
+        """The named interface when ``ip`` is configured on it; None when either is missing."""
+        link = self.netlink.link_by_name(name)
+        if link is None or self.netlink.find_address(ip, link.index) is None:
+            return None
+        return link
+
     def api_calls(self) -> int:
         return self._api.calls if self._api is not None else 0
 
