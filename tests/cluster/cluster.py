@@ -19,6 +19,13 @@ Each node is a process tree that lives in
   per-node directory holding the host's providers plus `ipfailover/` (symlinks to agents/*);
 - a new UTS namespace with the node's name as hostname.
 
+Fencing (``Cluster(..., fencing=FenceAws())``, see fencing.py): the real fence_aws reaches the
+lab's EC2 through the regional name (the node's /etc/hosts) and the lab CA (the node's CA
+bundle, bind-mounted); `wait_ready` loads crm-examples/fence_aws.crm (stonith-enabled=true). A
+node whose instance fence_aws powers off is cut off by the lab (lab.power) and leaves `running`
+(`fenced`); `start_node` starts its instance first if it is stopped. `spawn` runs background
+processes inside a node (they die with it).
+
 Nothing of the host is changed: no file outside the workdir is written, no mount propagates
 out, and everything disappears with the node's PID 1. Commands run inside a node with
 `nsenter --target <its PID 1> --net --mount --uts --pid` (see `exec`).
@@ -34,12 +41,14 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Optional, TypeVar
 
 from .config import Member, corosync_conf, hosts_file
+from .fencing import NODE_CA_BUNDLE, FenceAws
 from .status import Status, parse_crm_mon
 
 if TYPE_CHECKING:
@@ -87,6 +96,16 @@ class NodeProcess:
     pid_ns: str  # e.g. "pid:[4026532999]"
     lifeline: int  # write end of the pipe whose end of file tells nodeinit its owner is gone
     started: float
+    power_offs: int = 0  # the lab's count of power cuts of the instance when the node started
+
+
+@dataclass
+class Spawned:
+    """A background process inside a node (see Cluster.spawn)."""
+
+    node: str
+    proc: subprocess.Popen[bytes]
+    init_pid: int  # PID 1 of the node it runs in
 
 
 def _ns_id(pid: int, kind: str) -> str | None:
@@ -133,15 +152,23 @@ class Cluster:
         token_ms: int = 3000,
         dc_deadtime: str = "2s",
         properties: Mapping[str, str] | None = None,
-        fencing: Optional[Any] = None,
+        fencing: Optional[FenceAws] = None,
         agents_dir: Path = AGENTS_DIR,
         stop_timeout: float = 30.0,
     ) -> None:
-        if fencing is not None:
-            # TODO(issue 5): fence_aws (or a lab fence agent) against the simulator; then
-            # stonith-enabled=true and a stonith resource per node.
-            raise NotImplementedError("fencing is not implemented yet")
         self.lab = lab
+        # With fencing (cluster.fencing), wait_ready() loads the fencing configuration, which
+        # sets stonith-enabled=true; until then the cluster starts as without fencing.
+        self.fencing = fencing
+        self.fencing_loaded = False
+        self.binds: list[tuple[str, str]] = list(BINDS)
+        if fencing is not None:
+            if not Path(NODE_CA_BUNDLE).is_file():
+                # the node's bundle is bind-mounted over the host's: nothing is created there
+                raise ClusterError(f"fencing needs {NODE_CA_BUNDLE} (package ca-certificates)")
+            self.binds.append(("etc/ssl/ca-certificates.crt", NODE_CA_BUNDLE))
+        self.fenced: list[tuple[str, float]] = []  # (node, time.time()) of each power cut seen
+        self.spawned: list[Spawned] = []
         self.workdir = Path(workdir)
         self.names = tuple(nodes)
         self.cluster_name = cluster_name
@@ -225,7 +252,12 @@ class Cluster:
         if uidgid.is_dir():
             for entry in uidgid.iterdir():
                 shutil.copyfile(entry, root / "etc/corosync/uidgid.d" / entry.name)
-        (root / "etc/hosts").write_text(hosts_file(members))
+        hosts = hosts_file(members)
+        if self.fencing is not None:
+            hosts += "\n".join(self.fencing.hosts_entries(self.lab)) + "\n"
+            (root / "etc/ssl").mkdir(parents=True)
+            (root / "etc/ssl/ca-certificates.crt").write_text(self.fencing.ca_bundle(self.lab))
+        (root / "etc/hosts").write_text(hosts)
         for sub in ("cib", "pengine", "blackbox", "cores"):
             (root / "var/lib/pacemaker" / sub).mkdir()
         self._seed_cib(root / "var/lib/pacemaker/cib/cib.xml")
@@ -246,7 +278,7 @@ class Cluster:
         config = {
             "name": name,
             "root": str(root),
-            "binds": [list(b) for b in BINDS],
+            "binds": [list(b) for b in self.binds],
             "env": self._daemon_env(),
             "corosync_stdout": str(root / LOGS["corosync-stdout"]),
             "pacemaker_stdout": str(root / LOGS["pacemakerd"]),
@@ -281,6 +313,7 @@ class Cluster:
         """Start (or restart, after kill/stop) one node: its PID 1, corosync and pacemakerd."""
         if name in self.running:
             raise ClusterError(f"node {name} is already running")
+        power_offs = self._power_on(name)
         root = self.root(name)
         read_end, write_end = os.pipe()
         config = json.loads((root / "node.json").read_text())
@@ -333,7 +366,23 @@ class Cluster:
             pid_ns=pid_ns,
             lifeline=write_end,
             started=time.monotonic(),
+            power_offs=power_offs,
         )
+
+    def _power_on(self, name: str) -> int:
+        """Start the node's instance if it is stopped (fenced with "off") and wait for its boot;
+        return the lab's count of its power cuts."""
+        power = self.lab.power().get(name)
+        if power is None:
+            return 0
+        if power.state != "running":
+            self.lab.ec2().start_instances(InstanceIds=[self.lab.nodes[name].instance_id])
+            _wait_for(
+                lambda: self.lab.power()[name].state == "running",
+                10.0,
+                f"the instance of node {name} to boot",
+            )
+        return power.offs
 
     @staticmethod
     def _init_pid(proc: subprocess.Popen[bytes]) -> int | None:
@@ -402,11 +451,75 @@ class Cluster:
         )
 
     def close(self) -> None:
-        """Stop every running node (cleanly, then by force)."""
+        """Stop every running node (cleanly, then by force) and every spawned process."""
         nodes = list(self.running.values())
         self.running.clear()
-        if nodes:
-            self._stop(nodes, None)
+        try:
+            if nodes:
+                self._stop(nodes, None)
+        finally:
+            for spawned in self.spawned:
+                self._kill_spawned(spawned)
+            self.spawned.clear()
+
+    # ---- background processes in a node -------------------------------------------------------
+
+    def spawn(self, node: str, argv: Sequence[str], log: Path | None = None) -> Spawned:
+        """Start argv in the background inside the node (its network, mount, UTS and PID
+        namespaces): it dies with the node (kill, fencing); `unspawn` or close() end it."""
+        running = self.running.get(node)
+        if running is None:
+            raise ClusterError(f"node {node} is not running")
+        full = [
+            "nsenter",
+            "--target",
+            str(running.init_pid),
+            "--net",
+            "--mount",
+            "--uts",
+            "--pid",
+            "--",
+            *argv,
+        ]
+        out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(
+                full,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=self.node_env(node),
+                cwd="/",
+                start_new_session=True,
+            )
+        finally:
+            if log is not None and not isinstance(out, int):
+                out.close()
+        spawned = Spawned(node=node, proc=proc, init_pid=running.init_pid)
+        self.spawned.append(spawned)
+        return spawned
+
+    def unspawn(self, spawned: Spawned) -> None:
+        self._kill_spawned(spawned)
+        with contextlib.suppress(ValueError):
+            self.spawned.remove(spawned)
+
+    @staticmethod
+    def _kill_spawned(spawned: Spawned) -> None:
+        # nsenter and the process it forked into the node share a process group (its PID)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(spawned.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            spawned.proc.wait(10.0)
+
+    def spawned_alive(self, spawned: Spawned) -> bool:
+        """Whether the spawned process still runs (in the node it was started in)."""
+        running = self.running.get(spawned.node)
+        return (
+            spawned.proc.poll() is None
+            and running is not None
+            and running.init_pid == spawned.init_pid
+        )
 
     def leftovers(self) -> list[int]:
         """Host PIDs of anything still running in a node's PID or network namespace."""
@@ -476,13 +589,23 @@ class Cluster:
         return proc
 
     def check_running(self) -> None:
-        """Raise if a node that should be running has died on its own (start-up failure)."""
-        for node in self.running.values():
-            if node.proc.poll() is not None:
-                raise ClusterError(
-                    f"node {node.name} exited with {node.proc.returncode}:\n"
-                    + self.log(node.name, "init")[-3000:]
-                )
+        """Raise if a node that should be running has died on its own (start-up failure).
+
+        A node whose instance the lab powered off since it started (fenced) is taken as
+        stopped instead: it leaves `running` and is recorded in `fenced`."""
+        for node in list(self.running.values()):
+            if node.proc.poll() is None:
+                continue
+            power = self.lab.power().get(node.name) if self.fencing is not None else None
+            if power is not None and power.offs > node.power_offs:
+                self.running.pop(node.name, None)
+                self.fenced.append((node.name, power.changed))
+                self._reap(node, 10.0)
+                continue
+            raise ClusterError(
+                f"node {node.name} exited with {node.proc.returncode}:\n"
+                + self.log(node.name, "init")[-3000:]
+            )
 
     def any_node(self) -> str:
         for name in self.names:
@@ -545,7 +668,27 @@ class Cluster:
         for name in names:
             self.wait_for(ready, timeout, node=name, what=f"the cluster as seen from {name}")
         self.start_seconds = time.monotonic() - self._began
+        if self.fencing is not None and not self.fencing_loaded:
+            self.load_fencing(timeout)
         return self.start_seconds
+
+    def load_fencing(self, timeout: float = 60.0) -> None:
+        """Load the fencing configuration (stonith-enabled=true and the device); wait until
+        the device runs."""
+        assert self.fencing is not None
+        self.configure(self.fencing.crm(self.lab, self.names))
+        self.fencing_loaded = True
+        resource = self.fencing.resource
+        self.wait_for(
+            lambda s: (
+                s.resources.get(resource) is not None and s.resources[resource].role == "Started"
+            ),
+            timeout,
+            what=f"the fencing device {resource} to start",
+        )
+
+    def stonith_resources(self) -> set[str]:
+        return {self.fencing.resource} if self.fencing is not None else set()
 
     def restore(self, timeout: float = 60.0) -> None:
         """Back to a clean two-node cluster: every node running and online, no resources, no
@@ -557,18 +700,33 @@ class Cluster:
         for name in self.names:
             self.online(name)
         self.cibadmin("--replace", "--scope", "constraints", "--xml-text", "<constraints/>")
-        self.cibadmin("--replace", "--scope", "resources", "--xml-text", "<resources/>")
+        self.cibadmin("--replace", "--scope", "resources", "--xml-text", self._kept_resources())
+        keep = self.stonith_resources()
         self.wait_for(
-            lambda s: not any(r.active for r in s.resources.values()),
+            lambda s: not any(r.active for r in s.resources.values() if r.id not in keep),
             timeout,
             what="every resource to be stopped",
         )
         self.cleanup()
         self.wait_for(
-            lambda s: not s.resources and not s.failures,
+            lambda s: (
+                set(s.resources) == keep
+                and all(s.resources[r].role == "Started" for r in keep)
+                and not s.failures
+            ),
             timeout,
             what="an empty status",
         )
+
+    def _kept_resources(self) -> str:
+        """The resources section with only the fencing devices left in it."""
+        if not self.stonith_resources():
+            return "<resources/>"
+        root = ET.fromstring(self.cibadmin("--query", "--scope", "resources"))  # noqa: S314
+        for child in list(root):
+            if child.get("class") != "stonith":
+                root.remove(child)
+        return ET.tostring(root, encoding="unicode")
 
     def settle(self, timeout: float = 60.0, node: str | None = None) -> None:
         """Wait until the cluster has no actions left to run (`crm_resource --wait`)."""

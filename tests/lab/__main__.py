@@ -1,6 +1,7 @@
 """The lab from the command line.
 
-python -m lab up --workdir DIR [--nodes a,b]  start a lab, print it as JSON, keep it until
+python -m lab up --workdir DIR [--nodes a,b] [--dataplane]
+                                              start a lab, print it as JSON, keep it until
                                               SIGINT/SIGTERM, then clean up
 python -m lab sweep                           delete lab namespaces whose creator is gone
 """
@@ -32,6 +33,8 @@ def describe(lab: Lab) -> dict[str, object]:
         "main_route_table": lab.main_route_table,
         "vpc_netns": lab.netns("vpc"),
         "nodes": {name: asdict(n) for name, n in lab.nodes.items()},
+        "client": asdict(lab.client) if lab.client else None,
+        "regional_endpoint": lab.regional_endpoint,
         "start_seconds": round(lab.start_seconds, 3),
     }
 
@@ -41,7 +44,7 @@ def up(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     nodes = tuple(n for n in args.nodes.split(",") if n)
-    with Lab(Path(args.workdir), nodes, region=args.region) as lab:
+    with Lab(Path(args.workdir), nodes, region=args.region, dataplane=args.dataplane) as lab:
         print(json.dumps(describe(lab), indent=2), flush=True)
         while not stop.wait(3600):
             pass
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--workdir", required=True)
     p_up.add_argument("--nodes", default="a,b")
     p_up.add_argument("--region", default="eu-central-1")
+    p_up.add_argument(
+        "--dataplane", action="store_true", help="the VPC data plane and a client namespace"
+    )
     p_up.set_defaults(func=up)
     p_sweep = sub.add_parser("sweep", help="delete stale lab namespaces")
     p_sweep.set_defaults(func=sweep)

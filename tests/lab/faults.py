@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
-KINDS = ("throttle", "error", "latency", "reset", "blackhole")
+# late: the call is carried out at once, its answer is held for `delay` seconds (a slow or
+# lost response: the change happened, the caller does not know it yet).
+KINDS = ("throttle", "error", "latency", "reset", "blackhole", "late")
 DEFAULT_BLACKHOLE_SECONDS = 30.0
 
 
@@ -37,8 +39,8 @@ class FaultRule:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(KINDS)}")
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError("rate must be within [0, 1]")
-        if self.kind == "latency" and self.delay is None:
-            raise ValueError("a latency fault needs a delay")
+        if self.kind in ("latency", "late") and self.delay is None:
+            raise ValueError(f"a {self.kind} fault needs a delay")
         if self.kind == "throttle":
             self.code = self.code or "RequestLimitExceeded"
             self.status = self.status or 503
@@ -62,9 +64,11 @@ class FaultRule:
 
 @dataclass
 class Decision:
-    """What to do with one call: sleep `latency` first, then apply `fault` (None: serve it)."""
+    """What to do with one call: sleep `latency` first, then apply `fault` (None: serve it),
+    then hold the answer `late` seconds."""
 
     latency: float = 0.0
+    late: float = 0.0
     fault: FaultRule | None = None
 
 
@@ -93,6 +97,8 @@ class FaultTable:
                     continue
                 if rule.kind == "latency":
                     decision.latency += rule.delay or 0.0
+                elif rule.kind == "late":
+                    decision.late += rule.delay or 0.0
                 elif decision.fault is None:
                     decision.fault = rule
             self._rules = [rule for rule in self._rules if not rule.expired]

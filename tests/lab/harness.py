@@ -34,6 +34,12 @@ from typing import Any
 
 from . import netns
 from .spec import (
+    CLIENT_CIDR,
+    CLIENT_GATEWAY,
+    CLIENT_IP,
+    CLIENT_LINK,
+    DATAPLANE_PRIORITY,
+    DATAPLANE_TABLE,
     SUBNETS,
     LabSpec,
     Timing,
@@ -90,6 +96,26 @@ class Eni:
     subnet: str
     subnet_id: str
     az: str
+
+
+@dataclass(frozen=True)
+class Client:
+    """The data plane's client namespace (Lab(dataplane=True)): its subnet and address."""
+
+    subnet_id: str
+    cidr: str
+    ip: str
+    gateway: str
+    route_table: str
+    netns: str
+
+
+@dataclass(frozen=True)
+class PowerInfo:
+    state: str  # the instance's state: running, stopped...
+    offs: int  # power cuts the lab made in the node so far
+    boots: int  # boots after a power cut so far
+    changed: float  # time.time() of the last transition
 
 
 @dataclass(frozen=True)
@@ -154,6 +180,7 @@ class Lab:
         hotplug_delay: float = 0.0,
         node_subnets: Mapping[str, str] | None = None,
         source_dest_check: bool = False,
+        dataplane: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.region = region
@@ -172,6 +199,7 @@ class Lab:
                 hotplug_delay=hotplug_delay,
             ),
             source_dest_check=source_dest_check,
+            dataplane=dataplane,
         )
         self.home = self.workdir / "home"
         self.port = 0
@@ -187,6 +215,8 @@ class Lab:
         self.security_group = ""
         self.role_name = ""
         self.nodes: dict[str, Node] = {}
+        self.client: Client | None = None  # with dataplane=True
+        self.regional_endpoint = ""  # https://ec2.<region>.amazonaws.com, see lab.tls
         self.start_seconds = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
@@ -298,7 +328,8 @@ class Lab:
     def _build_namespaces(self) -> None:
         spec = self._spec
         vpc = spec.vpc_netns
-        netns.ip_batch([f"netns add {n}" for n in (vpc, *(n.netns for n in spec.nodes))])
+        extra = [spec.client_netns] if spec.dataplane else []
+        netns.ip_batch([f"netns add {n}" for n in (vpc, *(n.netns for n in spec.nodes), *extra)])
         commands = ["link set lo up"]
         for name in SUBNETS:
             br = bridge_name(name)
@@ -325,9 +356,41 @@ class Lab:
                 ],
                 node.netns,
             )
+        if spec.dataplane:
+            self._build_dataplane()
         if self.home.exists():
             shutil.rmtree(self.home)
         self.home.mkdir(parents=True)
+
+    def _build_dataplane(self) -> None:
+        """The VPC namespace becomes a router that forwards only what AWS says (lab.dataplane:
+        the server fills the table); the client namespace hangs off it in a subnet of its own."""
+        spec = self._spec
+        vpc, client = spec.vpc_netns, spec.client_netns
+        subprocess.run(
+            ["ip", "netns", "exec", vpc, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+            check=True,
+            capture_output=True,
+            env=self.clean_env(),
+        )
+        table = f"table {DATAPLANE_TABLE}"
+        commands = [f"rule add priority {DATAPLANE_PRIORITY} lookup {DATAPLANE_TABLE}"]
+        commands += [f"route add blackhole {cidr} {table}" for cidr, _, _ in SUBNETS.values()]
+        commands += [
+            f"link add {CLIENT_LINK} type veth peer name eth0 netns {client}",
+            f"addr add {CLIENT_GATEWAY}/{CLIENT_CIDR.split('/')[1]} dev {CLIENT_LINK}",
+            f"link set {CLIENT_LINK} up",
+        ]
+        netns.ip_batch(commands, vpc)
+        netns.ip_batch(
+            [
+                "link set lo up",
+                f"addr add {CLIENT_IP}/{CLIENT_CIDR.split('/')[1]} dev eth0",
+                "link set eth0 up",
+                f"route add default via {CLIENT_GATEWAY}",
+            ],
+            client,
+        )
 
     def _delete_namespaces(self) -> None:
         failed = netns.delete_netns(netns.lab_namespaces(self.prefix))
@@ -346,6 +409,9 @@ class Lab:
         self.internet_gateway = topo["internet_gateway"]
         self.security_group = topo["security_group"]
         self.role_name = topo["role_name"]
+        self.regional_endpoint = topo.get("regional_endpoint", "")
+        client = topo.get("client")
+        self.client = Client(**client) if client else None
         self.nodes = {
             name: Node(
                 access_key_id=topo["credentials"][name]["AccessKeyId"],
@@ -389,7 +455,7 @@ class Lab:
         count: int | None = None,
         node: str | None = None,
     ) -> None:
-        """Inject a fault into matching EC2 calls (kinds: throttle, error, latency, reset,
+        """Inject a fault into matching EC2 calls (kinds: throttle, error, latency, late, reset,
         blackhole). Calls from `ec2()` clients skip faults unless made with bypass_faults=False."""
         self._control(
             "POST",
@@ -449,6 +515,37 @@ class Lab:
 
     def reset_calls(self) -> None:
         self._control("DELETE", "calls")
+
+    def fault_rules(self) -> list[dict[str, Any]]:
+        """The fault rules still in force (a rule with `count` is gone once it hit its calls)."""
+        rules: list[dict[str, Any]] = self._control("GET", "faults")
+        return rules
+
+    def power(self) -> dict[str, PowerInfo]:
+        """Node -> the power state of its instance as the lab last acted on it (lab.power)."""
+        return {name: PowerInfo(**p) for name, p in self._control("GET", "power").items()}
+
+    def ca_pem(self) -> str:
+        """The lab CA's certificate (PEM): it signs the regional endpoint's certificate."""
+        pem: str = self._control("GET", "ca")["pem"]
+        return pem
+
+    def forwarding(self) -> dict[str, dict[str, str]]:
+        """The data plane's current table: destination CIDR -> {node, eni_id, bridge, mac, via}."""
+        result: dict[str, dict[str, str]] = self._control("GET", "dataplane")["forwarding"]
+        return result
+
+    def forwarded_to(self, address: str) -> str | None:
+        """The node the VPC sends `address` to now (its most specific route), or None."""
+        import ipaddress
+
+        ip = ipaddress.ip_address(address)
+        best: tuple[int, str] | None = None
+        for cidr, hop in self.forwarding().items():
+            net = ipaddress.ip_network(cidr)
+            if ip in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, hop["node"])
+        return best[1] if best else None
 
     def guest_links(self) -> dict[str, Any]:
         """ENI id -> the hotplugged link the server made for it (node, ifname, mac...)."""
@@ -543,6 +640,8 @@ class Lab:
     def netns(self, node: str) -> str:
         if node == "vpc":
             return self._spec.vpc_netns
+        if node == "client" and self._spec.dataplane:
+            return self._spec.client_netns
         return self.nodes[node].netns if node in self.nodes else self._node_spec(node).netns
 
     def _node_spec(self, node: str) -> Any:
@@ -594,6 +693,7 @@ class Lab:
         python: str = sys.executable,
         extra_env: Mapping[str, str] | None = None,
         kill_after: float | None = None,
+        wrapper: Sequence[str] = (),
     ) -> AgentResult:
         """Run an OCF agent action in the node's namespace the way Pacemaker does.
 
@@ -601,6 +701,8 @@ class Lab:
         OCF_RESKEY_CRM_meta_timeout=timeout_ms, OCF_RESKEY_CRM_meta_interval only when given,
         PYTHONPATH=lib only for the venv's python. The process group is SIGKILLed after
         kill_after seconds, or after timeout_ms/1000 + 5 s (then timed_out is True).
+        `wrapper` is put in front of the command inside the namespace (e.g. /usr/bin/time ...,
+        see lab.bench); the result's cpu_seconds and max_rss_kb then include the wrapper.
         """
         path = Path(agent)
         if not path.is_absolute() and len(path.parts) == 1:
@@ -624,7 +726,8 @@ class Lab:
         env.update(extra_env or {})
         hard_limit = timeout_ms / 1000 + 5
         limit = hard_limit if kill_after is None else min(kill_after, hard_limit)
-        return self._run(node, (python, str(path), action), env, limit, timed_out_at=hard_limit)
+        command = (*wrapper, python, str(path), action)
+        return self._run(node, command, env, limit, timed_out_at=hard_limit)
 
     def run_process(
         self,

@@ -3,11 +3,16 @@
 One process (``python -m lab.server``), started by the harness. It listens on 127.0.0.1:<port>
 in the host namespace (tests, control API under /_lab/) and, once the harness has sent the
 topology, on the same 127.0.0.1:<port> inside every node namespace plus 169.254.169.254:80
-(IMDS) there. The node sockets are created from this process by entering the namespace with
-setns(); every listener knows which node it serves and passes that on in the WSGI environ.
+(IMDS) and 127.0.0.1:443 (HTTPS for ec2.<region>.amazonaws.com, lab.tls) there. The node
+sockets are created from this process by entering the namespace with setns(); every listener
+knows which node it serves and passes that on in the WSGI environ.
+
+The ticker (every 20 ms, and at once after a call that may change something) completes
+transitions, hotplugs ENI links, acts on instance power changes (lab.power) and, with a data
+plane, makes the VPC namespace forward what AWS says (lab.dataplane).
 
 moto is not thread-safe: every call into it (and into the fidelity World) holds LOCK. Injected
-latency and black holes wait outside the lock.
+latency, late answers and black holes wait outside the lock.
 
 Protocol with the harness: when ready, one JSON line on stdout: {"ready": true, "port": N,
 "pid": P}. The server stops on SIGTERM/SIGINT, or when stdin reaches EOF or its parent dies (the
@@ -27,6 +32,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -39,7 +45,9 @@ from urllib.parse import parse_qs, parse_qsl
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from . import netns
+from . import netns, power
+from .dataplane import DataPlane, Forwarding
+from .dataplane import plan as plan_forwarding
 from .faults import (
     DEFAULT_BLACKHOLE_SECONDS,
     CallLog,
@@ -49,12 +57,27 @@ from .faults import (
     ec2_error_body,
     error_message,
 )
-from .spec import ENI_HOST_BASE, LabSpec, Timing, bridge_name, random_mac, veth_name
+from .power import PowerState
+from .spec import (
+    ENI_HOST_BASE,
+    LabSpec,
+    Timing,
+    bridge_name,
+    gateway,
+    prefixlen,
+    random_mac,
+    veth_name,
+)
+from .tls import REGIONAL_ADDRESS, REGIONAL_PORT, Certificates, make_certificates, regional_hostname
 
 LOG = logging.getLogger("lab.server")
 LOCK = threading.RLock()
 TICK_SECONDS = 0.02
 IMDS_ADDRESS = "169.254.169.254"
+# Calls after which the instances' power states are synchronised before the answer goes out
+# (so that "stopped" in DescribeInstances means the node is already cut off).
+POWER_ACTIONS = frozenset({"StopInstances", "StartInstances", "TerminateInstances"})
+READ_ONLY_PREFIXES = ("Describe", "Get")
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _CODE_RE = re.compile(rb"<Code>([^<]+)</Code>")
@@ -80,9 +103,17 @@ class Handler(WSGIRequestHandler):
 class LabHTTPServer(ThreadedWSGIServer):
     """A threaded werkzeug server on a socket we created, able to reset connections."""
 
-    def __init__(self, sock: socket.socket, app: WSGIApp, refuses: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        app: WSGIApp,
+        refuses: Callable[[], bool],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         host, port = sock.getsockname()[:2]
-        super().__init__(host, port, app, handler=Handler, fd=sock.fileno())
+        super().__init__(
+            host, port, app, handler=Handler, fd=sock.fileno(), ssl_context=ssl_context
+        )
         sock.close()  # werkzeug keeps its own duplicate of the descriptor
         self.refuses = refuses
         self._reset: set[socket.socket] = set()
@@ -138,9 +169,15 @@ def open_socket(host: str, port: int, ns: str | None) -> socket.socket:
 
 
 def serve(
-    node: str, kind: str, sock: socket.socket, app: WSGIApp, refuses: Callable[[], bool]
+    node: str,
+    kind: str,
+    sock: socket.socket,
+    app: WSGIApp,
+    refuses: Callable[[], bool],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Listener:
-    server = LabHTTPServer(sock, app, refuses)
+    server = LabHTTPServer(sock, app, refuses, ssl_context)
     thread = threading.Thread(
         target=server.serve_forever,
         kwargs={"poll_interval": 0.05},
@@ -249,8 +286,13 @@ class LabServer:
         self.imds: dict[str, Any] = {}
         self.instance_node: dict[str, str] = {}
         self.stop = threading.Event()
+        self.wake = threading.Event()  # an API call may have changed what the ticker follows
         self.orphaned = False
         self.generation = 0  # bumped by every teardown
+        self.certificates: dict[str, Certificates] = {}  # region -> CA and server certificate
+        self.dataplane: DataPlane | None = None
+        self.power: dict[str, PowerState] = {}
+        self.power_lock = threading.Lock()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -296,13 +338,34 @@ class LabServer:
             self.imds[node.name] = imds
             api = open_socket("127.0.0.1", self.port, node.netns)
             self.listeners.append(serve(node.name, "api", api, self.app_for(node.name), never))
+            regional = open_socket(REGIONAL_ADDRESS, REGIONAL_PORT, node.netns)
+            self.listeners.append(
+                serve(
+                    node.name,
+                    "api-tls",
+                    regional,
+                    self.app_for(node.name),
+                    never,
+                    ssl_context=self.tls_context(spec.region),
+                )
+            )
             meta = open_socket(IMDS_ADDRESS, 80, node.netns)
             self.listeners.append(serve(node.name, "imds", meta, imds, imds.refuses))
         topo["credentials"] = {
             name: {"AccessKeyId": imds.credentials["AccessKeyId"]}
             for name, imds in self.imds.items()
         }
+        with self.power_lock:
+            self.power = {node.name: PowerState(changed=time.time()) for node in spec.nodes}
+        if spec.dataplane:
+            self.dataplane = DataPlane(spec.vpc_netns)
+        topo["regional_endpoint"] = f"https://{regional_hostname(spec.region)}"
         return topo
+
+    def tls_context(self, region: str) -> ssl.SSLContext:
+        if region not in self.certificates:
+            self.certificates[region] = make_certificates([regional_hostname(region)])
+        return self.certificates[region].server_context()
 
     def teardown(self) -> None:
         """Forget the topology: close node listeners, reset moto and every knob."""
@@ -322,18 +385,26 @@ class LabServer:
             self.faults.clear()
             self.calls.clear()
             self.world.reset(Timing())
+            self.dataplane = None
+        with self.power_lock:
+            self.power = {}
         self.hotplug.forget()
 
     def namespaces(self) -> list[str]:
         spec = self.spec
         if spec is None:
             return []
-        return [n.netns for n in spec.nodes] + [spec.vpc_netns]
+        extra = [spec.client_netns] if spec.dataplane else []
+        return [n.netns for n in spec.nodes] + [spec.vpc_netns, *extra]
 
     # ---- ticker: transitions and hotplug ---------------------------------------------------
 
     def ticker(self) -> None:
-        while not self.stop.wait(TICK_SECONDS):
+        while not self.stop.is_set():
+            self.wake.wait(TICK_SECONDS)
+            self.wake.clear()
+            if self.stop.is_set():
+                return
             try:
                 self.tick()
             except Exception:
@@ -366,7 +437,61 @@ class LabServer:
                         device_index=link.device_index,
                     )
                     want[link.eni_id] = (plug, bridge_name(subnet) if subnet else None)
-        self.hotplug.reconcile(want, spec.vpc_netns, lambda: self.generation == generation)
+            forwarding = self.plan_forwarding(spec, subnet_names)
+            dataplane = self.dataplane
+
+        def current() -> bool:
+            return self.generation == generation
+
+        self.sync_power()
+        self.hotplug.reconcile(want, spec.vpc_netns, current)
+        if dataplane is not None and forwarding is not None:
+            with dataplane.lock:
+                if current():
+                    dataplane.apply(forwarding)
+
+    def plan_forwarding(self, spec: LabSpec, subnet_names: dict[str, str]) -> Forwarding | None:
+        """What the VPC forwards where now (None without a data plane); holds LOCK."""
+        if not spec.dataplane or self.topology is None:
+            return None
+        client = self.topology.get("client") or {}
+        return plan_forwarding(
+            self.world.backend,
+            vpc_id=self.topology["vpc_id"],
+            instance_nodes=self.instance_node,
+            subnet_bridges={sid: bridge_name(name) for sid, name in subnet_names.items()},
+            client_subnet_id=client.get("subnet_id"),
+            attachment_status=self.world.attachment_status,
+        )
+
+    # ---- power: what stopping and starting an instance does to its node ----------------------
+
+    def sync_power(self) -> None:
+        """Act on every node instance whose state changed since the last look (see lab.power)."""
+        with self.power_lock:
+            with LOCK:
+                spec = self.spec
+                if spec is None:
+                    return
+                states = {}
+                for instance_id, name in self.instance_node.items():
+                    try:
+                        states[name] = str(self.world.backend.get_instance(instance_id).state)
+                    except Exception:  # terminated and gone from moto
+                        states[name] = "terminated"
+            for node in spec.nodes:
+                known = self.power.get(node.name)
+                state = states.get(node.name)
+                if known is None or state is None or state == known.state:
+                    continue
+                was_running = known.state == "running"
+                known.state, known.changed = state, time.time()
+                if was_running:
+                    known.offs += 1
+                    power.power_off(node.netns)
+                elif state == "running":
+                    known.boots += 1
+                    power.boot(node.netns, node.ip, prefixlen(node.subnet), gateway(node.subnet))
 
     # ---- WSGI routing ----------------------------------------------------------------------
 
@@ -417,6 +542,13 @@ class LabServer:
                 self.hold(environ, fault.delay or DEFAULT_BLACKHOLE_SECONDS)
             self.drop(environ)
         status, headers, chunks = self.call_moto(action, params, environ)
+        if status < 300 and action in POWER_ACTIONS:
+            self.sync_power()
+        if not action.startswith(READ_ONLY_PREFIXES):
+            self.wake.set()  # the ticker follows the change now, not at its next beat
+        if decision is not None and decision.late:
+            record.fault = "late"  # carried out; the answer waits (outside the lock)
+            time.sleep(decision.late)
         record.status = status
         if status >= 400:
             match = _CODE_RE.search(b"".join(chunks))
@@ -532,11 +664,32 @@ class LabServer:
             ("POST", "eip"): lambda d, q: self.allocate_eip(),
             ("GET", "links"): lambda d, q: {e: asdict(p) for e, p in self.hotplug.plugged.items()},
             ("POST", "tick"): lambda d, q: self.tick(),
+            ("GET", "power"): lambda d, q: self.power_states(),
+            ("GET", "ca"): lambda d, q: {"pem": self.ca_pem()},
+            ("GET", "dataplane"): lambda d, q: self.dataplane_state(),
         }
         handler = routes.get((method, path))
         if handler is None:
             raise KeyError(f"no control endpoint {method} /_lab/{path}")
         return handler(data, query)
+
+    def power_states(self) -> dict[str, Any]:
+        with self.power_lock:
+            return {name: state.to_json() for name, state in self.power.items()}
+
+    def ca_pem(self) -> str:
+        spec = self.spec
+        if spec is None:
+            raise ValueError("the lab is not set up")
+        self.tls_context(spec.region)
+        return self.certificates[spec.region].ca_pem
+
+    def dataplane_state(self) -> dict[str, Any]:
+        dataplane = self.dataplane
+        if dataplane is None:
+            return {"enabled": False, "changes": 0, "forwarding": {}}
+        with dataplane.lock:
+            return {"enabled": True, **dataplane.describe()}
 
     def get_calls(self, data: dict[str, Any], query: dict[str, str]) -> list[dict[str, Any]]:
         since = float(query["since"]) if "since" in query else None

@@ -23,6 +23,15 @@ NODE_HOST_BASE = 10  # node i of a subnet gets .10 + i
 ENI_HOST_BASE = 100  # ENIs made by Lab.create_eni start at .100
 ROUTE_TABLE_COUNT = 3
 ROLE_NAME = "ipfailover-lab-node"
+# The data plane (Lab(dataplane=True), see lab/dataplane.py): the VPC namespace's forwarding
+# table and the rule that looks it up before the main table; the client namespace, in a subnet
+# of its own behind the VPC router, associated with the first lab route table.
+DATAPLANE_TABLE = 100
+DATAPLANE_PRIORITY = 100
+CLIENT_CIDR = "10.0.9.0/24"
+CLIENT_IP = "10.0.9.10"
+CLIENT_GATEWAY = "10.0.9.1"
+CLIENT_LINK = "vclient"  # the VPC namespace's end of the client's eth0
 
 
 @dataclass
@@ -66,10 +75,15 @@ class LabSpec:
     nodes: list[NodeSpec]
     timing: Timing = field(default_factory=Timing)
     source_dest_check: bool = False
+    dataplane: bool = False
 
     @property
     def vpc_netns(self) -> str:
         return f"{self.prefix}-vpc"
+
+    @property
+    def client_netns(self) -> str:
+        return f"{self.prefix}-client"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +96,7 @@ class LabSpec:
             nodes=[NodeSpec(**node) for node in data["nodes"]],
             timing=Timing(**data.get("timing", {})),
             source_dest_check=bool(data.get("source_dest_check", False)),
+            dataplane=bool(data.get("dataplane", False)),
         )
 
 

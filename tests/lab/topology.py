@@ -11,7 +11,16 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from .spec import ROLE_NAME, ROUTE_TABLE_COUNT, SUBNETS, VPC_CIDR, LabSpec
+from .spec import (
+    CLIENT_CIDR,
+    CLIENT_GATEWAY,
+    CLIENT_IP,
+    ROLE_NAME,
+    ROUTE_TABLE_COUNT,
+    SUBNETS,
+    VPC_CIDR,
+    LabSpec,
+)
 
 INSTANCE_TYPE = "t3.micro"
 
@@ -96,6 +105,22 @@ def build(backend: Any, spec: LabSpec) -> dict[str, Any]:
             "az": subnet.availability_zone,
         }
 
+    client = None
+    if spec.dataplane:
+        # The client's subnet (no instance in it: the client namespace stands for anything
+        # there), routed by the first lab route table, as a subnet of the clients would be.
+        subnet = backend.create_subnet(vpc.id, CLIENT_CIDR, availability_zone=f"{region}a")
+        backend.create_tags([subnet.id], {"Name": "lab-client", "ipfailover": "lab"})
+        backend.associate_route_table(tables[0], subnet_id=subnet.id)
+        client = {
+            "subnet_id": subnet.id,
+            "cidr": CLIENT_CIDR,
+            "ip": CLIENT_IP,
+            "gateway": CLIENT_GATEWAY,
+            "route_table": tables[0],
+            "netns": spec.client_netns,
+        }
+
     return {
         "region": region,
         "account_id": backend.account_id,
@@ -109,4 +134,5 @@ def build(backend: Any, spec: LabSpec) -> dict[str, Any]:
         "security_group": group.id if group else None,
         "role_name": ROLE_NAME,
         "nodes": nodes,
+        "client": client,
     }

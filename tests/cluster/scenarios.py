@@ -1,0 +1,583 @@
+"""Failover scenarios: each agent in the fenced lab cluster, real traffic through the data plane.
+
+    with FailoverLab(workdir, say=print) as world:
+        result = world.run("aws-secip", "crash")
+        print(format_result(result))
+
+The world: a Lab with the data plane (lab.dataplane), a two-node cluster fenced by fence_aws
+(cluster.fencing), the service (lab/netprobe.py) running *inside* each cluster node (it dies with
+the node), and the probe client in the client namespace. Each agent is configured from its
+crm-examples/ file with the placeholders replaced (cluster.examples), plus a location
+preference for node a so every scenario starts from a.
+
+Scenarios (the service IP is active on a, the client gets answers from a):
+
+- ``move``: planned move, ``standby a``; Pacemaker stops the resource on a, starts it on b.
+- ``crash``: a crashes (cluster.kill: corosync, pacemaker, the agents and the service die at
+  once; its network and OS addresses stay); b notices, fences a with fence_aws (the lab cuts a
+  off, then reboots it), and starts the resource.
+- ``crash-in-start``: a crashes as above, and the agent's start on the surviving b is SIGKILLed
+  while it waits for the answer of the EC2 call that moves the address in AWS: the lab carries
+  the call out at once and holds its answer (fault kind ``late``), so the agent dies with the
+  change made in AWS and the OS side not done. With
+  ``start-failure-is-fatal=false`` Pacemaker recovers on b (stop, then start again), and that
+  start must repair the half-done state. (With the default, true, the failed start bans the
+  resource from b, the only node left: it stays stopped until an administrator cleans it up.)
+
+For each: the client-observed outage (lab.traffic.measure), the Pacemaker timeline from the nodes'
+logs (cluster.timeline), and checks of the final state in Pacemaker, AWS, the data plane, the
+nodes' OS and the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from lab import Lab, wait_until
+from lab.traffic import Outage, Probe, Sample, measure, service_argv
+
+from .cluster import Cluster, Spawned, processes_in
+from .examples import instantiate, with_params
+from .fencing import FenceAws
+from .status import Status
+from .timeline import Event, events
+
+AGENTS = ("aws-overlayip", "aws-secip", "aws-eni")
+SCENARIOS = ("move", "crash", "crash-in-start")
+TITLES = {
+    "move": "planned move (standby a)",
+    "crash": "crash of a, fenced",
+    "crash-in-start": "crash of a, b's start killed",
+}
+START_TIMEOUT = 90.0  # first placement on a
+RECOVERY_TIMEOUT = 120.0  # from the fault to the resource started on b
+ANSWER_TIMEOUT = 60.0
+FAULT_DELAY = 3.0  # how long the answer of the call during which the agent is killed is held
+START_FAILURE_IS_FATAL = (
+    "crm_attribute",
+    "--type",
+    "crm_config",
+    "--name",
+    "start-failure-is-fatal",
+)
+OVERLAY_TABLES = ("rtb-0123456789abcdef0", "rtb-0fedcba9876543210")
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One agent as configured in the lab: its resource, the address the client asks, the EC2
+    call that moves the address in AWS (held while the agent is killed)."""
+
+    agent: str
+    resource: str
+    crm: str
+    address: str
+    fault_action: str
+    eni_id: Optional[str] = None  # aws-eni: the ENI that moves
+
+
+@dataclass
+class Check:
+    what: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Result:
+    agent: str
+    scenario: str
+    old: str
+    new: str
+    fault: float  # time.time() of the fault
+    outage: Outage
+    timeline: list[Event]
+    checks: list[Check] = field(default_factory=list)
+    samples: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def first(self, prefix: str, contains: str = "") -> Optional[float]:
+        """Seconds from the fault to the first timeline event starting with prefix."""
+        for event in self.timeline:
+            if event.text.startswith(prefix) and contains in event.text:
+                return event.time - self.fault
+        return None
+
+
+def make_case(agent: str, lab: Lab) -> Case:
+    """The agent's example from crm-examples/, with the lab's ids and endpoint."""
+    extra = {"endpoint_url": lab.endpoint_url}
+    if agent == "aws-overlayip":
+        replacements = dict(zip(OVERLAY_TABLES, lab.route_tables[:2]))
+        crm = instantiate("aws-overlayip.crm", replacements)
+        return Case(
+            agent, "rsc_ip_HA1_HDB00", with_params(crm, extra), "192.168.100.10", "ReplaceRoute"
+        )
+    if agent == "aws-secip":
+        crm = instantiate("aws-secip.crm", {}, only=["rsc_ip_app"])
+        return Case(
+            agent, "rsc_ip_app", with_params(crm, extra), "10.0.1.50", "AssignPrivateIpAddresses"
+        )
+    if agent == "aws-eni":
+        eni = lab.create_eni(subnet="c", description="ipfailover lab: the database's ENI")
+        crm = instantiate("aws-eni.crm", {"eni-0123456789abcdef0": eni.id})
+        return Case(
+            agent,
+            "rsc_eni_db",
+            with_params(crm, extra),
+            eni.ip,
+            "AttachNetworkInterface",
+            eni_id=eni.id,
+        )
+    raise ValueError(f"unknown agent {agent!r}")
+
+
+def node_of_eni(lab: Lab, eni_id: Optional[str]) -> Optional[str]:
+    return next((n.name for n in lab.nodes.values() if n.eni_id == eni_id), None)
+
+
+def node_of_instance(lab: Lab, instance_id: Optional[str]) -> Optional[str]:
+    return next((n.name for n in lab.nodes.values() if n.instance_id == instance_id), None)
+
+
+def aws_owner(lab: Lab, case: Case) -> Optional[str]:
+    """Where AWS sends the address (for overlay IPs: every managed table must agree)."""
+    if case.agent == "aws-overlayip":
+        found = set()
+        tables = lab.ec2().describe_route_tables(RouteTableIds=lab.route_tables[:2])
+        for table in tables["RouteTables"]:
+            route = [
+                r for r in table["Routes"] if r.get("DestinationCidrBlock") == f"{case.address}/32"
+            ]
+            found.add(node_of_eni(lab, route[0].get("NetworkInterfaceId")) if route else None)
+        if len(found) == 1:
+            return found.pop()
+        return "split:" + ",".join(sorted(str(f) for f in found))
+    if case.agent == "aws-secip":
+        enis = lab.ec2().describe_network_interfaces(
+            Filters=[{"Name": "addresses.private-ip-address", "Values": [case.address]}]
+        )["NetworkInterfaces"]
+        return node_of_eni(lab, enis[0]["NetworkInterfaceId"]) if enis else None
+    attachment = lab.eni(str(case.eni_id)).get("Attachment") or {}
+    if attachment.get("Status") != "attached":
+        return None
+    return node_of_instance(lab, attachment.get("InstanceId"))
+
+
+def aws_view(lab: Lab, case: Case) -> str:
+    """The owner in AWS, in words (for an ENI with its attachment state)."""
+    if case.agent == "aws-eni":
+        attachment = lab.eni(str(case.eni_id)).get("Attachment") or {}
+        node = node_of_instance(lab, attachment.get("InstanceId"))
+        return f"{attachment.get('Status')} to {node}" if node else "not attached"
+    return f"sends it to {aws_owner(lab, case) or 'nobody'}"
+
+
+def os_owners(lab: Lab, address: str) -> list[str]:
+    """The nodes that have the address on one of their links."""
+    owners = []
+    for name in lab.nodes:
+        for link in lab.ip_json(name, "addr", "show"):
+            if any(a.get("local") == address for a in link.get("addr_info", [])):
+                owners.append(name)
+    return owners
+
+
+def runs_on(resource: str, node: str) -> Callable[[Status], bool]:
+    def check(status: Status) -> bool:
+        state = status.resources.get(resource)
+        return (
+            state is not None
+            and state.role == "Started"
+            and not state.failed
+            and state.nodes == (node,)
+        )
+
+    return check
+
+
+class FailoverLab:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        say: Optional[Say] = None,
+        fencing: Optional[FenceAws] = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.say: Say = say or (lambda _: None)
+        self.fencing = fencing or FenceAws()
+        self.lab: Optional[Lab] = None
+        self.cluster: Optional[Cluster] = None
+        self.services: dict[str, Spawned] = {}
+        self.cases: dict[str, Case] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> FailoverLab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        try:
+            self.say("starting the lab: simulated EC2 and VPC data plane, IMDS per node ...")
+            lab = self.lab = Lab(self.workdir / "lab", dataplane=True)
+            lab.start()
+            self.say(
+                f"lab up in {lab.start_seconds:.1f}s: "
+                + ", ".join(f"{n.name}={n.instance_id} ({n.ip})" for n in lab.nodes.values())
+                + f"; client {lab.client.ip if lab.client else '?'}"
+            )
+            self.say("starting the cluster: corosync + pacemaker in each node, fence_aws ...")
+            cluster = self.cluster = Cluster(lab, self.workdir / "cluster", fencing=self.fencing)
+            cluster.start()
+            cluster.wait_ready(90.0)
+            self.say(f"cluster up in {cluster.start_seconds:.1f}s, fencing device started")
+            self.ensure_services()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        cluster, self.cluster = self.cluster, None
+        lab, self.lab = self.lab, None
+        try:
+            if cluster is not None:
+                cluster.close()
+        finally:
+            if lab is not None:
+                lab.close()
+
+    @property
+    def world(self) -> tuple[Lab, Cluster]:
+        if self.lab is None or self.cluster is None:
+            raise RuntimeError("the failover lab is not started")
+        return self.lab, self.cluster
+
+    def ensure_services(self) -> None:
+        """The service runs in every running node (started again after a node restart)."""
+        _, cluster = self.world
+        for node in cluster.running:
+            spawned = self.services.get(node)
+            if spawned is not None and cluster.spawned_alive(spawned):
+                continue
+            if spawned is not None:
+                cluster.unspawn(spawned)
+            self.services[node] = cluster.spawn(
+                node, service_argv(node), log=self.workdir / f"service-{node}.log"
+            )
+
+    def case(self, agent: str) -> Case:
+        if agent not in self.cases:
+            self.cases[agent] = make_case(agent, self.world[0])
+        return self.cases[agent]
+
+    def reset(self) -> None:
+        """Both nodes up and online, no resources but fencing, no faults, services running."""
+        lab, cluster = self.world
+        lab.clear_faults()
+        cluster.restore(90.0)
+        cluster.exec(
+            cluster.any_node(),
+            [*START_FAILURE_IS_FATAL, "--delete"],
+        )
+        self.ensure_services()
+
+    def place(self, case: Case, node: str = "a") -> None:
+        """Configure the agent's resource, preferring `node`; wait until it runs there."""
+        lab, cluster = self.world
+        cluster.configure(case.crm + f"location loc_{case.resource} {case.resource} 50: {node}\n")
+        cluster.wait_for(
+            runs_on(case.resource, node), START_TIMEOUT, what=f"{case.resource} on {node}"
+        )
+        wait_until(lambda: aws_owner(lab, case) == node, 10.0, what=f"AWS sends it to {node}")
+
+    # ---- scenarios -------------------------------------------------------------------------------
+
+    def run(self, agent: str, scenario: str, old: str = "a", new: str = "b") -> Result:
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}")
+        lab, cluster = self.world
+        case = self.case(agent)
+        self.say(f"== {agent}: {TITLES[scenario]}")
+        self.reset()
+        self.place(case, old)
+        self.say(f"   {case.resource} runs on {old}; the client asks {case.address}:8080")
+        marks: list[Event] = []
+        probe = Probe(
+            lab, case.address, self.workdir / f"probe-{agent}-{scenario}.jsonl", max_seconds=300
+        )
+        with probe:
+            probe.wait_for_answers(old, 5, ANSWER_TIMEOUT)
+            if scenario == "crash-in-start":
+                cluster.exec(
+                    cluster.any_node(), [*START_FAILURE_IS_FATAL, "--update", "false"], check=True
+                )
+                lab.set_fault(case.fault_action, "late", delay=FAULT_DELAY, count=1, node=new)
+            fault = time.time()
+            if scenario == "move":
+                cluster.standby(old)
+                marks.append(Event(fault, "lab", f"standby {old}"))
+            else:
+                cluster.kill(old)
+                marks.append(
+                    Event(fault, "lab", f"{old} crashes (corosync, pacemaker, service killed)")
+                )
+            if scenario == "crash-in-start":
+                marks += self._kill_in_start(case, new)
+            self.say(f"   {marks[0].text}: waiting for {case.resource} on {new} ...")
+            cluster.wait_for(
+                runs_on(case.resource, new), RECOVERY_TIMEOUT, what=f"{case.resource} on {new}"
+            )
+            cluster.settle(RECOVERY_TIMEOUT)  # no recovery action left to run
+            with contextlib.suppress(TimeoutError, RuntimeError):
+                probe.wait_for_answers(new, 5, ANSWER_TIMEOUT)
+            time.sleep(0.3)
+        samples = probe.stop()
+        outage = measure(samples, fault, new, old)
+        timeline = self._timeline(case, fault, samples, outage) + marks
+        timeline.sort(key=lambda e: e.time)
+        result = Result(agent, scenario, old, new, fault, outage, timeline, samples=len(samples))
+        result.checks = self.check(case, scenario, old=old, new=new, samples=samples, outage=outage)
+        seconds = f"{outage.seconds:.2f}s" if outage.seconds is not None else "never ended"
+        verdict = "all checks passed" if result.ok else "CHECKS FAILED"
+        self.say(f"   client outage {seconds} ({outage.failed} failed requests); {verdict}")
+        return result
+
+    def _kill_in_start(self, case: Case, new: str) -> list[Event]:
+        """SIGKILL the agent's start on `new` once the lab holds its `case.fault_action` call."""
+        lab, _ = self.world
+        wait_until(
+            lambda: not any(r["action"] == case.fault_action for r in lab.fault_rules()),
+            RECOVERY_TIMEOUT,
+            interval=0.01,
+            what=f"{case.agent} on {new} to call {case.fault_action}",
+        )
+        held = time.time()
+        pids = wait_until(
+            lambda: self.agent_pids(new, case.agent, "start"), 5.0, what="the agent's process"
+        )
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        text = f"{case.fault_action} from {new} carried out, its answer held"
+        marks = [Event(held, "lab", text)]
+        marks.append(
+            Event(
+                time.time(),
+                "lab",
+                f"SIGKILL {case.agent} start on {new}, inside {case.fault_action}",
+            )
+        )
+        # what the killed start left (a secondary IP moves after assign_delay, an ENI attaches
+        # after attach_delay: AWS shows the change a moment later)
+        marks.append(
+            Event(
+                time.time(),
+                "lab",
+                f"at the kill: AWS: {aws_view(lab, case)}; "
+                f"OS: {', '.join(os_owners(lab, case.address)) or 'on no node'}",
+            )
+        )
+        return marks
+
+    def agent_pids(self, node: str, agent: str, action: str) -> list[int]:
+        """Host PIDs of the node's processes running `agent action`."""
+        _, cluster = self.world
+        running = cluster.running.get(node)
+        if running is None:
+            return []
+        found = []
+        for pid in processes_in([running.pid_ns], "pid"):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            words = [a.decode(errors="replace") for a in argv]
+            if any(w.endswith(f"/ipfailover/{agent}") for w in words) and action in words:
+                found.append(pid)
+        return found
+
+    def _timeline(
+        self, case: Case, fault: float, samples: Sequence[Sample], outage: Outage
+    ) -> list[Event]:
+        _, cluster = self.world
+        logs = [(name, cluster.log(name)) for name in cluster.names]
+        found = events(logs, [case.resource], since=fault - 0.01)
+        before = [s for s in samples if s.t < fault and s.node is not None]
+        if before:
+            found.append(
+                Event(before[-1].t, "client", f"last answer before the fault: {before[-1].node}")
+            )
+        if outage.first_new is not None:
+            found.append(Event(outage.first_new, "client", f"first answer from {outage.new}"))
+        if outage.steady is not None and outage.steady != outage.first_new:
+            text = f"answers from {outage.new} for good (after {outage.relapses} relapses)"
+            found.append(Event(outage.steady, "client", text))
+        return found
+
+    # ---- final state -----------------------------------------------------------------------------
+
+    def check(
+        self,
+        case: Case,
+        scenario: str,
+        *,
+        old: str,
+        new: str,
+        samples: Sequence[Sample],
+        outage: Outage,
+    ) -> list[Check]:
+        lab, cluster = self.world
+        checks = []
+        status = cluster.crm_mon()
+        state = status.resources.get(case.resource)
+        checks.append(
+            Check(
+                f"Pacemaker: {case.resource} started on {new} only",
+                runs_on(case.resource, new)(status),
+                f"{state.role} on {','.join(state.nodes)}" if state else "not in the status",
+            )
+        )
+        failures = [f for f in status.failures if f.resource == case.resource]
+        if scenario == "crash-in-start":
+            expected = [f for f in failures if f.task == "start" and f.node == new]
+            checks.append(
+                Check(
+                    f"Pacemaker: the killed start on {new} is the only failure",
+                    bool(expected) and len(expected) == len(failures),
+                    "; ".join(
+                        f"{f.task} on {f.node}: {f.exitstatus} {f.exitreason}" for f in failures
+                    ),
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    "Pacemaker: no failed actions",
+                    not failures,
+                    "; ".join(f"{f.task} on {f.node}: {f.exitreason}" for f in failures),
+                )
+            )
+        owner = aws_owner(lab, case)
+        checks.append(Check(f"AWS: {case.address} belongs to {new}", owner == new, str(owner)))
+        forwarded = lab.forwarded_to(case.address)
+        checks.append(
+            Check(
+                f"VPC data plane forwards {case.address} to {new}", forwarded == new, str(forwarded)
+            )
+        )
+        owners = os_owners(lab, case.address)
+        checks.append(
+            Check(f"OS: {case.address} configured on {new} only", owners == [new], str(owners))
+        )
+        last = [s.node for s in samples[-5:]]
+        checks.append(
+            Check(f"client: the last answers come from {new}", last == [new] * 5, str(last))
+        )
+        checks.append(
+            Check(
+                "client: the outage was observed and ended",
+                outage.observed and outage.ended,
+                f"{outage.failed} failed requests",
+            )
+        )
+        checks.append(
+            Check(
+                "client: no answer from a node that did not own the address",
+                outage.stray == 0,
+                f"{outage.stray} stray answers",
+            )
+        )
+        if scenario in ("crash", "crash-in-start"):
+            power = lab.power()[old]
+            checks.append(
+                Check(
+                    f"fence_aws power-cycled {old}'s instance",
+                    power.offs >= 1 and power.state == "running",
+                    f"{power.offs} power cuts, {power.boots} boots, now {power.state}",
+                )
+            )
+        if case.agent == "aws-eni" and case.eni_id is not None:
+            eni = lab.eni(case.eni_id)
+            checks.append(
+                Check(
+                    f"AWS: the ENI is attached to {new} as device 1",
+                    (eni.get("Attachment") or {}).get("DeviceIndex") == 1,
+                    str((eni.get("Attachment") or {}).get("DeviceIndex")),
+                )
+            )
+        return checks
+
+
+# ---- presentation ------------------------------------------------------------------------------
+
+
+def format_seconds(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def format_timeline(result: Result) -> str:
+    lines = [f"timeline of {result.agent}, {TITLES[result.scenario]} (t=0: the fault)"]
+    for event in result.timeline:
+        lines.append(f"  {event.time - result.fault:+8.2f}s  {event.node:<6} {event.text}")
+    return "\n".join(lines)
+
+
+def format_checks(result: Result) -> str:
+    return "\n".join(
+        f"  [{'ok' if c.ok else 'FAIL'}] {c.what}" + ("" if c.ok else f": {c.detail}")
+        for c in result.checks
+    )
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """The outage table: one line per scenario, readable at a glance."""
+    head = (
+        f"{'agent':<14} {'scenario':<27} {'outage':>8} {'gap':>7} {'failed':>6} "
+        f"{'detected':>8} {'fenced':>7} {'started':>8}  final state"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        fenced = r.first(f"{r.old} fenced")
+        detected = r.first(f"{r.old} left the membership")
+        started = _started(r)
+        lines.append(
+            f"{r.agent:<14} {TITLES[r.scenario]:<27} {format_seconds(r.outage.seconds):>8} "
+            f"{format_seconds(r.outage.gap):>7} {r.outage.failed:>6} "
+            f"{format_seconds(detected):>8} {format_seconds(fenced):>7} "
+            f"{format_seconds(started):>8}  "
+            + ("ok" if r.ok else "FAILED: " + "; ".join(c.what for c in r.checks if not c.ok))
+        )
+    lines += [
+        "outage: from the fault until the new node answers for good (the client's view); gap: "
+        "the longest time",
+        "without any answer; failed: requests (one every 50 ms, 0.1 s timeout) left unanswered;",
+        "detected, fenced, started (after the fault, from the Pacemaker log): the crashed node "
+        "left the membership,",
+        "fence_aws finished, the agent's (last) start on the new node returned.",
+    ]
+    return "\n".join(lines)
+
+
+def _started(result: Result) -> Optional[float]:
+    """Seconds from the fault to the last successful start on the new node."""
+    found = None
+    for event in result.timeline:
+        if event.text.endswith(f": start on {result.new}: ok"):
+            found = event.time - result.fault
+    return found
