@@ -543,6 +543,7 @@ def install(new_world: World) -> None:
     _patch_attachments()  # e (f, hotplug, follows from World.guest_links)
     _patch_eni_filters()
     _patch_source_dest_check()
+    _patch_instance_eip_association()
 
 
 def _replace(owner: Any, name: str, value: Any) -> None:
@@ -880,4 +881,34 @@ def _set_source_dest_check(instance: Any, value: Any) -> None:
 def _patch_source_dest_check() -> None:
     _replace(
         Instance, "source_dest_check", property(_get_source_dest_check, _set_source_dest_check)
+    )
+
+
+# ---- EIP on a secondary private IP in DescribeInstances ---------------------------------------
+# AWS: DescribeInstances shows NetworkInterfaces[].PrivateIpAddresses[].Association (PublicIp,
+# IpOwnerId, PublicDnsName) for every private IP that has an Elastic IP, secondary ones included
+# (awseip's monitor greps for it). moto: only for the primary private IP.
+
+
+def _patch_instance_eip_association() -> None:
+    original = NetworkInterface.__dict__["instance_private_ip_address_list"].fget
+
+    def instance_private_ip_address_list(self: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = original(self)
+        for item in items:
+            if item.get("Association"):
+                continue
+            for eip in self.ec2_backend.addresses:
+                if eip.eni is self and eip_private_ip(eip) == item.get("PrivateIpAddress"):
+                    item["Association"] = {
+                        "publicIp": eip.public_ip,
+                        "ipOwnerId": self.ec2_backend.account_id,
+                        "publicDnsName": "",
+                    }
+        return items
+
+    _replace(
+        NetworkInterface,
+        "instance_private_ip_address_list",
+        property(instance_private_ip_address_list),
     )

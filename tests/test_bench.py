@@ -1,0 +1,66 @@
+"""The side-by-side benchmark runs end to end (one run, one comparison) and the incumbent really
+works in the lab. No timing is asserted: the bench reports times, it does not judge them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import incumbents
+from lab.bench import ACTIONS, EXPECTED_RC
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces)"),
+    pytest.mark.skipif(incumbents.missing() is not None, reason=str(incumbents.missing())),
+]
+
+
+def test_bench_side_by_side_with_aws_vpc_move_ip(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "lib"), str(REPO / "tests")]))
+    argv = [sys.executable, "-m", "lab.bench", "--runs", "1", "--tables", "1", "--json", str(out)]
+    done = subprocess.run(
+        [*argv, "aws-overlayip", "aws-vpc-move-ip"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = done.stdout
+    assert "overlay IP, 1 route table: aws-overlayip vs aws-vpc-move-ip" in text
+    assert "python -c pass" in text
+    assert "botocore + 1 call" in text
+    assert "unexpected exit code" not in text, text
+
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert [f["case"] for f in report["floors"]] == ["python -c pass", "botocore + 1 call"]
+    assert report["floors"][1]["ec2_calls"]["max"] == 1
+    (section,) = report["sections"]
+    assert (section["ours"], section["theirs"]) == ("aws-overlayip", "aws-vpc-move-ip")
+    rows = {(r["agent"], r["action"]): r for r in section["rows"]}
+    assert set(rows) == {(a, x) for a in ("aws-overlayip", "aws-vpc-move-ip") for x in ACTIONS}
+    for (agent, action), row in rows.items():
+        assert row["rcs"] == [EXPECTED_RC[action]], (agent, action, row)
+        assert row["runs"] == 1
+        assert row["over_python_floor"] > 0
+        if agent == "aws-overlayip":
+            assert row["ours_over_theirs"] > 0
+    theirs = {action: rows[("aws-vpc-move-ip", action)] for action in ACTIONS}
+    # The incumbent really talked to the simulator through the AWS CLI: a takeover is
+    # DescribeRouteTables, ReplaceRoute, DescribeRouteTables; monitor (monapi) one describe.
+    assert theirs["start"]["ec2_calls"]["max"] == 3
+    assert theirs["start"]["cli_processes"]["max"] == 3
+    assert theirs["monitor"]["ec2_calls"]["max"] == 1
+    assert theirs["meta-data"]["cli_processes"]["max"] == 0
+    assert rows[("aws-overlayip", "monitor")]["ec2_calls"]["max"] == 1
