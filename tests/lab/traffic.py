@@ -61,6 +61,23 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> Non
         os.killpg(proc.pid, sig)
 
 
+def _wait_listening(
+    namespace: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0
+) -> None:
+    """Wait until something listens on TCP `port` in `namespace` (the service has bound)."""
+    deadline = time.monotonic() + timeout
+    argv = ["ip", "netns", "exec", namespace, "ss", "-Hltn", f"sport = :{port}"]
+    while True:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=5.0, check=False)
+        if out.stdout.strip():
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service in {namespace} exited with {proc.returncode}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"nothing listens on port {port} in {namespace} after {timeout}s")
+        time.sleep(0.02)
+
+
 class Probe:
     """The client: asks `target`:8080 every `interval` seconds from the client namespace."""
 
@@ -175,6 +192,12 @@ class Services:
                 env={"PATH": CLEAN_PATH, "LC_ALL": "C.UTF-8"},
                 start_new_session=True,
             )
+        try:
+            for node, proc in self.procs.items():
+                _wait_listening(self.lab.netns(node), SERVICE_PORT, proc)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
