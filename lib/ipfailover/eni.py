@@ -683,6 +683,24 @@ def record_path(environ: Mapping[str, str], eni_id: str, instance_id: str) -> st
     return os.path.join(directory, f"{NAME}-{eni_id}-{instance_id}.json")
 
 
+def any_record(environ: Mapping[str, str], eni_id: str) -> Optional[EniFacts]:
+    """A record of this ENI whatever the instance, for when this instance's id is unknown
+    (metadata service unreachable). The directory is the node's own (tmpfs), so there is at most
+    one; any of them describes the same ENI (MAC and addresses)."""
+    directory = environ.get("HA_RSCTMP") or STATE_DIR_DEFAULT
+    prefix = f"{NAME}-{eni_id}-"
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith(prefix))
+    except OSError:
+        return None
+    for name in names:
+        if name.endswith(".json"):
+            record = load_record(os.path.join(directory, name))
+            if record is not None:
+                return record
+    return None
+
+
 def load_record(path: str) -> Optional[EniFacts]:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -1014,9 +1032,9 @@ def _release_os(nl: Netlink, cfg: Config, mac: Optional[str], ips: Sequence[str]
 
 
 def start(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
     from . import ec2, node
 
-    cfg = parse_config(ctx.params)
     with Runtime(ctx, cfg.aws) as rt:
         instance_id = node.instance_id(rt.imds)
         api = rt.api()
@@ -1060,9 +1078,9 @@ def start(ctx: Context) -> int:
 
 
 def stop(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
     from . import node
 
-    cfg = parse_config(ctx.params)
     with Runtime(ctx, cfg.aws) as rt:
         instance_id = node.instance_id(rt.imds)
         path = record_path(ctx.environ, cfg.eni_id, instance_id)
@@ -1075,9 +1093,11 @@ def stop(ctx: Context) -> int:
             log.warning("%s no longer exists: only the OS side was cleaned up", cfg.eni_id)
             eni = None
         except OCFError as exc:
-            raise GenericError(
+            # A missing permission stays exit 4 (DESIGN: permission errors map to 4).
+            raise OCFError(
                 f"removed the OS configuration of {cfg.eni_id}, but cannot tell whether it is "
-                f"still attached here: {exc.reason}"
+                f"still attached here: {exc.reason}",
+                OCF.ERR_PERM if exc.rc == OCF.ERR_PERM else OCF.ERR_GENERIC,
             ) from None
         problem = primary_problem(eni) if eni is not None else None
         if problem:
@@ -1115,12 +1135,22 @@ def _record_check(ctx: Context, nl: Netlink, cfg: Config, record: Optional[EniFa
 
 
 def monitor(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
     from . import ec2, node
     from .aws import error_code
 
-    cfg = parse_config(ctx.params)
     with Runtime(ctx, cfg.aws) as rt:
-        instance_id = node.instance_id(rt.imds)
+        try:
+            instance_id = node.instance_id(rt.imds)
+        except OCFError as exc:
+            # No metadata service, so no credentials either: like EC2 being unreachable, judge
+            # by the OS side (the record names the ENI's MAC and addresses).
+            log.warning(
+                "cannot learn this instance's id (%s): judging %s by the OS side only",
+                exc.reason,
+                cfg.eni_id,
+            )
+            return _record_check(ctx, rt.netlink, cfg, any_record(ctx.environ, cfg.eni_id))
         record = load_record(record_path(ctx.environ, cfg.eni_id, instance_id))
         if not cfg.monitor_api:
             return _record_check(ctx, rt.netlink, cfg, record)
@@ -1166,9 +1196,9 @@ def monitor(ctx: Context) -> int:
 
 
 def validate(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
     from . import ec2, node
 
-    cfg = parse_config(ctx.params)
     with Runtime(ctx, cfg.aws) as rt:
         instance_id = node.instance_id(rt.imds)
         api = rt.api()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -42,6 +43,8 @@ log = logging.getLogger("ipfailover")
 
 NAME = "aws-overlayip"
 SDC_CHOICES = ("verify", "disable", "ignore")
+REAPPLY_AFTER = 1.0  # seconds; see reapply_patience
+REAPPLY_JITTER = 0.5
 
 PARAMETERS = (
     Parameter(
@@ -141,10 +144,11 @@ def parse_config(params: Mapping[str, Value]) -> Config:
     label = params.get("label")
     if label is not None:
         label = str(label)
-        if not (label.startswith(interface) and len(label) <= 15 and label.isprintable()):
+        # The kernel holds a label in 15 bytes (IFNAMSIZ), not 15 characters.
+        if not (label.startswith(interface) and len(label.encode()) <= 15 and label.isprintable()):
             raise ConfigError(
                 f"parameter 'label': {quote(label)} must start with {interface!r} and be at "
-                "most 15 characters"
+                "most 15 bytes"
             )
     return Config(
         ip=ip,
@@ -213,6 +217,12 @@ def route_problems(cidr: str, eni_id: str, tables: Sequence[RouteTable]) -> list
         elif route.state != "active":
             problems.append(f"{table.id} route for {cidr} is {route.state}")
     return problems
+
+
+def reapply_patience(rand: Callable[[], float] = random.random) -> float:
+    """How long start lets a changed route show another target before changing it again: more
+    than EC2's reads lag behind, jittered so that two nodes racing fall out of step."""
+    return REAPPLY_AFTER + REAPPLY_JITTER * rand()
 
 
 def overlaps_vpc(ip: IPAddress, vpc_cidrs: Sequence[str]) -> Optional[str]:
@@ -323,13 +333,19 @@ def _check_source_dest(api: Api, cfg: Config, eni_id: str, dry_run: bool) -> Non
 
 
 def start(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
     from . import node
 
-    cfg = parse_config(ctx.params)
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.require_link(cfg.interface)
         facts = node.interface_facts(rt.imds, link.mac)
-        inside = overlaps_vpc(cfg.ip, facts.vpc_cidrs)
+        blocks = facts.vpc_cidrs
+        if cfg.ip.version == 6 and not any(":" in block for block in blocks):
+            # IMDS lists the VPC's IPv6 blocks only to an ENI that has an IPv6 address.
+            from . import ec2
+
+            blocks = ec2.describe_vpc(rt.api(), facts.vpc_id).cidrs
+        inside = overlaps_vpc(cfg.ip, blocks)
         if inside:
             raise ConfigError(
                 f"{cfg.ip} is inside the VPC CIDR {inside}: an overlay IP must be outside"
@@ -341,10 +357,21 @@ def start(ctx: Context) -> int:
         rt.netlink.add_address(link.index, str(cfg.ip), cfg.ip.max_prefixlen, cfg.label)
         changes = plan_routes(cfg.cidr, facts.eni_id, tables, cfg.create_route)
         run_parallel(lambda change: _apply(api, cfg, facts.eni_id, change), changes)
+        applied, patience = ctx.deadline.elapsed(), reapply_patience()
         while changes:
-            problems = route_problems(cfg.cidr, facts.eni_id, _find_tables(api, cfg, facts.vpc_id))
+            tables = _find_tables(api, cfg, facts.vpc_id)
+            problems = route_problems(cfg.cidr, facts.eni_id, tables)
             if not problems:
                 break
+            if ctx.deadline.elapsed() - applied >= patience:
+                # Longer than EC2's reads lag: another node is changing the same routes (both
+                # started at once). Take them again; the first node that reads every table back
+                # as its own returns, the other's next look brings them all to one node.
+                log.warning("routes changed under us (%s): changing them again", problems[0])
+                changes = plan_routes(cfg.cidr, facts.eni_id, tables, cfg.create_route)
+                run_parallel(lambda change: _apply(api, cfg, facts.eni_id, change), changes)
+                applied, patience = ctx.deadline.elapsed(), reapply_patience()
+                continue
             ctx.deadline.sleep(0.2, f"waiting for the routes to settle ({'; '.join(problems)})")
         if rt.netlink.find_address(str(cfg.ip), link.index) is None:
             raise GenericError(
@@ -376,10 +403,10 @@ def stop(ctx: Context) -> int:
 
 
 def monitor(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
     from . import ec2, node
     from .aws import error_code
 
-    cfg = parse_config(ctx.params)
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.link_with(cfg.interface, str(cfg.ip))
         if link is None:
@@ -418,9 +445,9 @@ def monitor(ctx: Context) -> int:
 
 
 def validate(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
     from . import ec2, node
 
-    cfg = parse_config(ctx.params)
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.require_link(cfg.interface)
         facts = node.interface_facts(rt.imds, link.mac)

@@ -19,8 +19,13 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Value = Union[str, int, bool, None]
 
 _INTERFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$")
-_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}$")
+# ASCII only: \d and \w would also take other scripts' digits and letters.
+_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}$")
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]{1,2}$")
+_URL_RE = re.compile(
+    r"https?://(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
+    r"(?::(?P<port>[0-9]{1,5}))?(?:/[A-Za-z0-9_.~%/-]*)?"
+)
 _PROFILE_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
 _TAG_RE = re.compile(r"^([^=\s,][^=,]{0,127})=([^,]{0,256})$")
 
@@ -43,6 +48,14 @@ def parse_ip(name: str, value: str) -> IPAddress:
         raise ConfigError(f"parameter {name!r}: {address} cannot be a service address")
     if address.is_link_local:
         raise ConfigError(f"parameter {name!r}: {address} is link-local; use a routable address")
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        raise ConfigError(f"parameter {name!r}: {quote(value)} has a zone; give the address alone")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        raise ConfigError(
+            f"parameter {name!r}: {address} is IPv4-mapped; give the IPv4 address itself"
+        )
+    if address == ipaddress.IPv4Address("255.255.255.255"):
+        raise ConfigError(f"parameter {name!r}: {address} is the broadcast address")
     return address
 
 
@@ -89,8 +102,18 @@ def parse_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
 
 
 def parse_url(name: str, value: str) -> str:
+    """An http(s) URL: host name or IP address, optional port (1-65535) and path; ASCII only."""
     text = value.strip()
-    if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?(/[\w./%-]*)?", text):
+    match = _URL_RE.fullmatch(text)
+    port = match.group("port") if match else None
+    host = match.group("host") if match else ""
+    ok = match is not None and (port is None or 1 <= int(port) <= 65535)
+    if ok and host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            ok = False
+    if not ok:
         raise ConfigError(f"parameter {name!r}: {quote(value)} is not an http(s) URL")
     return text
 

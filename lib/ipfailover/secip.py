@@ -158,9 +158,7 @@ def parse_prefixlen(name: str, value: Value, version: int) -> int:
 
 def parse_config(params: Mapping[str, Value]) -> Config:
     """Check the parameters (syntax only: nothing here asks AWS or the OS)."""
-    ip = parse_ip("ip", str(params["ip"]))
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        raise ConfigError(f"parameter 'ip': {ip} is IPv4-mapped; give the IPv4 address itself")
+    ip = parse_ip("ip", str(params["ip"]))  # refuses IPv4-mapped IPv6 addresses too
     netmask = params.get("cidr_netmask")
     eip = params.get("elastic_ip_allocation_id")
     eip_id = parse_id("elastic_ip_allocation_id", str(eip), "eipalloc") if eip else None
@@ -492,9 +490,9 @@ def _ensure_eip(api: Api, cfg: Config, eni_id: str, known: Optional[Address], ct
 
 
 def start(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
     from . import node
 
-    cfg = parse_config(ctx.params)
     # Reads do not load pyroute2 (0.1 s to import); the first change does, while EC2 completes
     # the move.
     with Runtime(ctx, cfg.aws) as rt:
@@ -553,9 +551,9 @@ def start(ctx: Context) -> int:
 
 
 def stop(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
     from . import ec2, node
 
-    cfg = parse_config(ctx.params)
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.netlink.link_by_name(cfg.interface)
         if link is None:
@@ -610,10 +608,10 @@ def stop(ctx: Context) -> int:
 
 
 def monitor(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
     from . import node
     from .aws import error_code
 
-    cfg = parse_config(ctx.params)
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.link_with(cfg.interface, str(cfg.ip))
         if link is None:
@@ -653,9 +651,9 @@ def monitor(ctx: Context) -> int:
 
 
 def validate(ctx: Context) -> int:
+    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
     from . import ec2, node
 
-    cfg = parse_config(ctx.params)
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.require_link(cfg.interface)
         facts = node.interface_facts(rt.imds, link.mac)

@@ -164,9 +164,10 @@ class Agent:
             return int(OCF.SUCCESS)
 
         env: Mapping[str, str] = os.environ if environ is None else environ
-        return self._run(action, env)
+        # A real agent process (environment from the process) may end itself at the deadline.
+        return self._run(action, env, hard_stop=environ is None)
 
-    def _run(self, action: str, env: Mapping[str, str]) -> int:
+    def _run(self, action: str, env: Mapping[str, str], hard_stop: bool = False) -> int:
         resource = one_line(env.get("OCF_RESOURCE_INSTANCE", ""), 128) or self.name
         log = _setup_logging(self.name, resource, env, self.logger)
 
@@ -179,7 +180,7 @@ class Agent:
 
         deadline = Deadline(self._budget(action, env))
         try:
-            with _Watchdog(deadline, f"running {action}"):
+            with _Watchdog(deadline, f"running {action}", log if hard_stop else None):
                 params = self._read_params(env)
                 log.debug(
                     "%s starting (timeout %.0fs): %s",
@@ -300,9 +301,16 @@ class _Watchdog:
 
     It is the backstop for code that blocks without looking at the deadline. On exit it disarms,
     restores the previous handler and re-arms any timer that was pending before (pytest-timeout).
+
+    A signal handler only runs between Python bytecodes: a main thread stuck in C (a DNS lookup
+    that waits for an unreachable resolver, a blocking system call) would not see it until the
+    call returns, possibly after Pacemaker's timeout. So, given ``hard_stop`` (the logger), a
+    thread ends the process at half the deadline's margin past it, with the exit reason.
     """
 
-    def __init__(self, deadline: Deadline, doing: str) -> None:
+    def __init__(
+        self, deadline: Deadline, doing: str, hard_stop: Optional[logging.Logger] = None
+    ) -> None:
         self._deadline = deadline
         self._doing = doing
         self._armed = False
@@ -310,12 +318,34 @@ class _Watchdog:
         self._old_handler: Any = signal.SIG_DFL
         self._old_timer = (0.0, 0.0)
         self._armed_at = 0.0
+        self._hard_stop = hard_stop
+        self._done = threading.Event()
 
     def _fire(self, signum: int, frame: Optional[FrameType]) -> None:
         if not self._disarming:
             raise self._deadline.timeout_error(self._doing)
 
+    def _last_resort(self, log: logging.Logger) -> None:
+        if self._done.wait(self._deadline.remaining() + self._deadline.margin / 2):
+            return
+        reason = (
+            f"{self._deadline.timeout_error(self._doing).reason} (blocked in a system call, "
+            "such as a DNS lookup; ended before the cluster's timeout)"
+        )
+        try:
+            # Logging may wait for a lock the stuck thread holds: give it a moment only.
+            writer = threading.Thread(target=log.error, args=("%s", one_line(reason)), daemon=True)
+            writer.start()
+            writer.join(0.2)
+            os.write(2, f"{EXIT_REASON_PREFIX}{one_line(reason)}\n".encode("utf-8", "replace"))
+        finally:
+            os._exit(int(OCF.ERR_GENERIC))
+
     def __enter__(self) -> _Watchdog:
+        if self._hard_stop is not None:
+            threading.Thread(
+                target=self._last_resort, args=(self._hard_stop,), name="deadline", daemon=True
+            ).start()
         if not hasattr(signal, "setitimer") or threading.current_thread() is not (
             threading.main_thread()
         ):
@@ -329,6 +359,7 @@ class _Watchdog:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
         if not self._armed:
             return
         self._disarming = True
