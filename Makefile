@@ -32,9 +32,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Trimmed EC2 models (see lib/ipfailover/botomodel.py) for the venv's botocore and Debian's.
+# Trimmed EC2 models (lib/ipfailover/botomodel.py) for the venv's botocore and Debian's, and the
+# meta-data documents rendered ahead (lib/ipfailover/prebuilt.py).
 models: venv
 	$(PY) -m ipfailover.botomodel
+	$(PY) -m ipfailover.prebuilt
 	if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -m ipfailover.botomodel; fi
 
 lint: venv

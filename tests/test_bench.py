@@ -49,14 +49,20 @@ def test_bench_side_by_side_with_aws_vpc_move_ip(tmp_path: Path) -> None:
     (section,) = report["sections"]
     assert (section["ours"], section["theirs"]) == ("aws-overlayip", "aws-vpc-move-ip")
     rows = {(r["agent"], r["action"]): r for r in section["rows"]}
-    assert set(rows) == {(a, x) for a in ("aws-overlayip", "aws-vpc-move-ip") for x in ACTIONS}
+    theirs_actions = [x for x in ACTIONS if x != "bad input"]  # a row of ours only
+    assert set(rows) == {("aws-overlayip", x) for x in ACTIONS} | {
+        ("aws-vpc-move-ip", x) for x in theirs_actions
+    }
     for (agent, action), row in rows.items():
         assert row["rcs"] == [EXPECTED_RC[action]], (agent, action, row)
         assert row["runs"] == 1
         assert row["over_python_floor"] > 0
-        if agent == "aws-overlayip":
+        if agent == "aws-overlayip" and action != "bad input":
             assert row["ours_over_theirs"] > 0
-    theirs = {action: rows[("aws-vpc-move-ip", action)] for action in ACTIONS}
+    # the syntax check alone: neither AWS nor the metadata service is asked
+    bad = rows[("aws-overlayip", "bad input")]
+    assert (bad["ec2_calls"]["max"], bad["imds_requests"]["max"]) == (0, 0), bad
+    theirs = {action: rows[("aws-vpc-move-ip", action)] for action in theirs_actions}
     # The incumbent really talked to the simulator through the AWS CLI: a takeover is
     # DescribeRouteTables, ReplaceRoute, DescribeRouteTables; monitor (monapi) one describe.
     assert theirs["start"]["ec2_calls"]["max"] == 3

@@ -347,13 +347,19 @@ def test_installed_agent_meta_data(
     installed: Installed, name: str, python: str, tmp_path: Path
 ) -> None:
     proc = run(
-        offline([python, str(installed.path(f"{OCF_DIR}/{name}")), "meta-data"]),
+        offline(
+            [python, "-X", "importtime", str(installed.path(f"{OCF_DIR}/{name}")), "meta-data"]
+        ),
         env=installed_env(installed, tmp_path),
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == checkout_metadata(name)
     assert f'<resource-agent name="{name}"' in proc.stdout
+    # The document rendered at build time from these very sources: nothing else is imported.
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "ipfailover.prebuilt" in imported
+    assert not {m for m in imported if m.startswith(("ocf_shim", "xml", "logging", "botocore"))}
 
 
 def _validate_all(

@@ -1,7 +1,8 @@
 """The benchmark: our agents and the incumbents side by side, as whole processes in the lab.
 
 ``python -m lab.bench`` (``make bench``) runs, in one lab and one run, every action (meta-data,
-validate-all, probe, start, monitor, stop) of our agents and of Debian's resource-agents
+validate-all, probe, start, monitor, stop; and for ours validate-all with a malformed parameter,
+"bad input": the syntax check alone) of our agents and of Debian's resource-agents
 ``aws-vpc-move-ip`` (monapi=true, lookup_type=NetworkInterfaceId), ``awsvip`` and ``awseip``
 (wired in by lab.incumbents), each ``--runs`` times, and prints per action the median, min and
 max wall time, the CPU time and peak RSS of the process (with its children: the incumbents'
@@ -28,7 +29,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,8 +45,22 @@ client = session.create_client("ec2", region_name="{region}", endpoint_url="{end
 client.describe_route_tables(RouteTableIds=["{table}"])
 """
 GNU_TIME = Path("/usr/bin/time")
-ACTIONS = ("meta-data", "validate-all", "probe", "start", "monitor", "stop")
-EXPECTED_RC = {"meta-data": 0, "validate-all": 0, "probe": 7, "start": 0, "monitor": 0, "stop": 0}
+ACTIONS = ("meta-data", "validate-all", "bad input", "probe", "start", "monitor", "stop")
+EXPECTED_RC = {
+    "meta-data": 0,
+    "validate-all": 0,
+    "bad input": 6,  # validate-all with a malformed parameter: the syntax check alone
+    "probe": 7,
+    "start": 0,
+    "monitor": 0,
+    "stop": 0,
+}
+# The malformed parameter of our agents' "bad input" row (the incumbents have no such row).
+BAD_INPUT = {
+    "aws-overlayip": ("ip", "192.168.1000.10"),
+    "aws-secip": ("ip", "10.0.1.1000"),
+    "aws-eni": ("eni_id", "eni-not-hex"),
+}
 OURS = ("aws-overlayip", "aws-secip", "aws-eni")
 MONITOR_INTERVAL_MS = 10000
 
@@ -329,9 +344,14 @@ def measure(
 
     def run(node: str, action: str, record: bool = True) -> None:
         probe = action == "probe"
-        verb = "monitor" if probe else action
+        verb = {"probe": "monitor", "bad input": "validate-all"}.get(action, action)
         interval = MONITOR_INTERVAL_MS if verb == "monitor" and not probe else None
-        members = reversed(case.members) if action == "stop" else case.members
+        members = list(reversed(case.members) if action == "stop" else case.members)
+        if action == "bad input":
+            if case.role != "ours":
+                return
+            name, value = BAD_INPUT[case.agent]
+            members = [replace(m, params={**m.params, name: value}) for m in case.members]
         samples = []
         for member in members:
             sample = meter.agent(node, member, verb, interval)
@@ -345,6 +365,7 @@ def measure(
         progress(f"  run {number}/{runs}")
         run("a", "meta-data")
         run("a", "validate-all")
+        run("a", "bad input")
         run("b", "start", record=False)  # b holds it, so a's start is a takeover
         run("a", "probe")  # a probe on a node that does not hold it
         run("a", "start")
