@@ -191,17 +191,7 @@ def test_dummy_moves_on_standby_and_recovers_from_a_crash(cluster: Cluster) -> N
 
 def overlay_routes(lab: Lab) -> dict[str, str | None]:
     """Route table id -> ENI the overlay IP's route points at (None: no such route)."""
-    found: dict[str, str | None] = {}
-    for table in lab.describe_route_tables():
-        found[table["RouteTableId"]] = next(
-            (
-                r.get("NetworkInterfaceId")
-                for r in table["Routes"]
-                if r.get("DestinationCidrBlock") == f"{OVERLAY_IP}/32"
-            ),
-            None,
-        )
-    return found
+    return lab.route_targets(f"{OVERLAY_IP}/32")
 
 
 def has_overlay_ip(lab: Lab, node: str) -> bool:

@@ -39,14 +39,8 @@ def eni_ids(lab: Any) -> dict[str, str]:
 
 def holders(lab: Any, ip: str = IP) -> set[str]:
     """The ENIs the simulator lists the address on (read without any filter of ours)."""
-    wanted = ipaddress.ip_address(ip)
-    found = set()
-    for eni in lab.ec2().describe_network_interfaces()["NetworkInterfaces"]:
-        v4 = [item["PrivateIpAddress"] for item in eni.get("PrivateIpAddresses", [])]
-        v6 = [item["Ipv6Address"] for item in eni.get("Ipv6Addresses", [])]
-        if any(ipaddress.ip_address(a) == wanted for a in v4 + v6):
-            found.add(eni["NetworkInterfaceId"])
-    return found
+    held: set[str] = lab.holders(ip)
+    return held
 
 
 def on_os(lab: Any, ip: str = IP) -> dict[str, str]:

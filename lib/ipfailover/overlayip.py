@@ -89,7 +89,8 @@ PARAMETERS = (
         "Source/destination check handling",
         "AWS drops packets for the overlay address unless the ENI's source/destination check is "
         "off. verify: validate-all and start fail with a clear reason when it is on; disable: "
-        "start turns it off; ignore: do not look.",
+        "start turns it off (the instance role then needs ec2:ModifyNetworkInterfaceAttribute "
+        "on the nodes' ENIs); ignore: do not look.",
         default="verify",
     ),
     Parameter(

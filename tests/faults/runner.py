@@ -192,21 +192,23 @@ def format_table(rows: Iterable[Row]) -> str:
 
 def format_totals(rows: Sequence[Row], seconds: float) -> str:
     passed = sum(r.ok for r in rows)
-    lines = [f"TOTAL: {len(rows)} cases run, {passed} passed, {len(rows) - passed} failed"]
-    per = []
-    for group in GROUPS:
-        mine = [r for r in rows if r.case.group == group]
-        if mine:
-            per.append(f"{group} {sum(r.ok for r in mine)}/{len(mine)}")
-    lines.append("by group (passed/run): " + ", ".join(per))
-    per_agent = []
-    for agent in AGENTS:
-        mine = [r for r in rows if r.case.agent == agent]
-        if mine:
-            per_agent.append(f"{SHORT[agent]} {sum(r.ok for r in mine)}/{len(mine)}")
-    lines.append("by agent (passed/run): " + ", ".join(per_agent))
-    lines.append(f"wall time: {seconds / 60:.1f} min")
-    return "\n".join(lines)
+
+    def tally(key: Callable[[Row], str], names: Sequence[str], label: Callable[[str], str]) -> str:
+        counts = []
+        for name in names:
+            mine = [r for r in rows if key(r) == name]
+            if mine:
+                counts.append(f"{label(name)} {sum(r.ok for r in mine)}/{len(mine)}")
+        return ", ".join(counts)
+
+    return "\n".join(
+        [
+            f"TOTAL: {len(rows)} cases run, {passed} passed, {len(rows) - passed} failed",
+            "by group (passed/run): " + tally(lambda r: r.case.group, GROUPS, str),
+            "by agent (passed/run): " + tally(lambda r: r.case.agent, AGENTS, SHORT.__getitem__),
+            f"wall time: {seconds / 60:.1f} min",
+        ]
+    )
 
 
 def format_failures(rows: Sequence[Row]) -> str:

@@ -95,29 +95,7 @@ def _node_of_instance(lab: Lab) -> dict[str, str]:
 def overlay_targets(lab: Lab, res: Resource) -> dict[str, str | None]:
     """Per managed table, the ENI its route for the overlay IP points at (None: no route)."""
     assert res.ip is not None
-    cidr = f"{res.ip}/{ipaddress.ip_address(res.ip).max_prefixlen}"
-    tables = lab.ec2().describe_route_tables(RouteTableIds=list(res.tables))["RouteTables"]
-    result: dict[str, str | None] = {}
-    for table in tables:
-        hit = [
-            r
-            for r in table["Routes"]
-            if cidr in (r.get("DestinationCidrBlock"), r.get("DestinationIpv6CidrBlock"))
-        ]
-        result[table["RouteTableId"]] = hit[0].get("NetworkInterfaceId") if hit else None
-    return result
-
-
-def secip_holders(lab: Lab, ip: str) -> set[str]:
-    """The ENIs the simulator lists ``ip`` on (read without any filter)."""
-    wanted = ipaddress.ip_address(ip)
-    found = set()
-    for eni in lab.ec2().describe_network_interfaces()["NetworkInterfaces"]:
-        v4 = [item["PrivateIpAddress"] for item in eni.get("PrivateIpAddresses", [])]
-        v6 = [item["Ipv6Address"] for item in eni.get("Ipv6Addresses", [])]
-        if any(ipaddress.ip_address(a) == wanted for a in v4 + v6):
-            found.add(eni["NetworkInterfaceId"])
-    return found
+    return lab.route_targets(f"{res.ip}/{ipaddress.ip_address(res.ip).max_prefixlen}", res.tables)
 
 
 def eip_target(lab: Lab, allocation_id: str) -> str | None:
@@ -146,7 +124,7 @@ def holders(lab: Lab, res: Resource) -> set[str]:
     if res.agent == "aws-secip":
         assert res.ip is not None
         by_eni = _node_of_eni(lab)
-        result = {by_eni.get(e, f"other:{e}") for e in secip_holders(lab, res.ip)}
+        result = {by_eni.get(e, f"other:{e}") for e in lab.holders(res.ip)}
         if res.eip is not None:
             target = eip_target(lab, res.eip)
             if target is not None:
@@ -168,7 +146,7 @@ def aws_points_at(lab: Lab, res: Resource, node: str) -> bool:
     if res.agent == "aws-secip":
         assert res.ip is not None
         eni = lab.nodes[node].eni_id
-        if secip_holders(lab, res.ip) != {eni}:
+        if lab.holders(res.ip) != {eni}:
             return False
         return res.eip is None or eip_target(lab, res.eip) == eni
     assert res.eni is not None
@@ -383,7 +361,7 @@ def _secip_reassign(lab: Lab, res: Resource, node: str) -> None:
         AllowReassignment=True,
     )
     wait_until(
-        lambda: secip_holders(lab, str(res.ip)) == {lab.nodes[other].eni_id},
+        lambda: lab.holders(str(res.ip)) == {lab.nodes[other].eni_id},
         timeout=5,
         what="the reassignment",
     )
@@ -393,7 +371,7 @@ def _secip_unassign(lab: Lab, res: Resource, node: str) -> None:
     lab.ec2().unassign_private_ip_addresses(
         NetworkInterfaceId=lab.nodes[node].eni_id, PrivateIpAddresses=[res.ip]
     )
-    wait_until(lambda: not secip_holders(lab, str(res.ip)), timeout=5, what="the unassignment")
+    wait_until(lambda: not lab.holders(str(res.ip)), timeout=5, what="the unassignment")
 
 
 def _eni_detach(lab: Lab, res: Resource, node: str) -> None:

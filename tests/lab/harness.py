@@ -14,6 +14,7 @@ This module never imports moto; boto3 only when `ec2()` is called.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -500,6 +501,18 @@ class Lab:
     def timing(self) -> Timing:
         return Timing(**self._control("GET", "timing"))
 
+    def enforce_policy(self, document: Mapping[str, Any] | None) -> None:
+        """Enforce an IAM identity policy on the nodes' instance role (lab.iam), None: stop.
+
+        Evaluated before moto runs a request signed with a node's IMDS credentials (agents),
+        DryRun included; `ec2()` clients and other keys are not. A denied request gets 403
+        UnauthorizedOperation with EC2's message. reset() and teardown stop enforcing.
+        """
+        if document is None:
+            self._control("DELETE", "iam")
+        else:
+            self._control("POST", "iam", {"policy": dict(document)})
+
     def hang_detach(self, eni_id: str, hang: bool = True) -> None:
         """While hung, a normal detach of eni_id stays `detaching` until a Force detach."""
         self._control("POST", "hang", {"eni_id": eni_id, "hang": hang})
@@ -634,6 +647,34 @@ class Lab:
             NetworkInterfaceIds=[eni_id]
         )["NetworkInterfaces"][0]
         return result
+
+    def route_targets(
+        self, cidr: str, tables: Sequence[str] | None = None
+    ) -> dict[str, str | None]:
+        """Per route table (default: the lab's), the ENI its route for ``cidr`` (IPv4 or IPv6)
+        points at; None where the table has no such route."""
+        answer = self.ec2().describe_route_tables(RouteTableIds=list(tables or self.route_tables))
+        found: dict[str, str | None] = {}
+        for table in answer["RouteTables"]:
+            hit = [
+                r
+                for r in table["Routes"]
+                if cidr in (r.get("DestinationCidrBlock"), r.get("DestinationIpv6CidrBlock"))
+            ]
+            found[table["RouteTableId"]] = hit[0].get("NetworkInterfaceId") if hit else None
+        return found
+
+    def holders(self, ip: str) -> set[str]:
+        """The ENIs the simulator lists ``ip`` on, as a private IPv4 or an IPv6 address (read
+        without any filter, so whatever the agents' filters do does not matter)."""
+        wanted = ipaddress.ip_address(ip)
+        found = set()
+        for eni in self.ec2().describe_network_interfaces()["NetworkInterfaces"]:
+            v4 = [item["PrivateIpAddress"] for item in eni.get("PrivateIpAddresses", [])]
+            v6 = [item["Ipv6Address"] for item in eni.get("Ipv6Addresses", [])]
+            if any(ipaddress.ip_address(a) == wanted for a in v4 + v6):
+                found.add(str(eni["NetworkInterfaceId"]))
+        return found
 
     # ---- node namespaces ---------------------------------------------------------------------
 

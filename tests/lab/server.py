@@ -14,6 +14,10 @@ plane, makes the VPC namespace forward what AWS says (lab.dataplane).
 moto is not thread-safe: every call into it (and into the fidelity World) holds LOCK. Injected
 latency, late answers and black holes wait outside the lock.
 
+With an IAM policy set (POST /_lab/iam), a request signed with a node's instance role key is
+authorized by lab.iam before moto (or the DryRun answer) sees it; a denial is a 403
+UnauthorizedOperation like EC2's.
+
 Protocol with the harness: when ready, one JSON line on stdout: {"ready": true, "port": N,
 "pid": P}. The server stops on SIGTERM/SIGINT, or when stdin reaches EOF or its parent dies (the
 harness is gone): then it also deletes the lab namespaces it was told about.
@@ -45,7 +49,7 @@ from urllib.parse import parse_qs, parse_qsl
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from . import netns, power
+from . import iam, netns, power
 from .dataplane import DataPlane, Forwarding
 from .dataplane import plan as plan_forwarding
 from .faults import (
@@ -293,6 +297,9 @@ class LabServer:
         self.dataplane: DataPlane | None = None
         self.power: dict[str, PowerState] = {}
         self.power_lock = threading.Lock()
+        # The identity policy of the nodes' instance role, enforced on requests signed with a
+        # node's IMDS credentials (lab.iam); None: nothing is enforced. Guarded by LOCK.
+        self.policy: tuple[dict[str, Any], iam.Policy] | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -384,6 +391,7 @@ class LabServer:
             self.instance_node.clear()
             self.faults.clear()
             self.calls.clear()
+            self.policy = None
             self.world.reset(Timing())
             self.dataplane = None
         with self.power_lock:
@@ -541,7 +549,7 @@ class LabServer:
             if fault.kind == "blackhole":
                 self.hold(environ, fault.delay or DEFAULT_BLACKHOLE_SECONDS)
             self.drop(environ)
-        status, headers, chunks = self.call_moto(action, params, environ)
+        status, headers, chunks = self.call_moto(action, params, environ, record.access_key)
         if status < 300 and action in POWER_ACTIONS:
             self.sync_power()
         if not action.startswith(READ_ONLY_PREFIXES):
@@ -558,7 +566,11 @@ class LabServer:
         return chunks
 
     def call_moto(
-        self, action: str, params: dict[str, str], environ: dict[str, Any]
+        self,
+        action: str,
+        params: dict[str, str],
+        environ: dict[str, Any],
+        access_key: str | None = None,
     ) -> tuple[int, list[tuple[str, str]], list[bytes]]:
         captured: dict[str, Any] = {}
         chunks: list[bytes] = []
@@ -569,6 +581,10 @@ class LabServer:
 
         with LOCK:
             try:
+                # IAM first: a denied DryRun gets UnauthorizedOperation, as on EC2.
+                denied = self.authorize(action, params, access_key)
+                if denied is not None:
+                    return 403, _xml_headers(), [ec2_error_body("UnauthorizedOperation", denied)]
                 if params.get("DryRun", "").lower() == "true":
                     err = self.world.dry_run(action, params)
                     code = 412 if err.code == "DryRunOperation" else 400
@@ -587,6 +603,55 @@ class LabServer:
         headers = [(k, v) for k, v in captured.get("headers", []) if k.lower() != "content-length"]
         headers.append(("Content-Length", str(sum(len(c) for c in chunks))))
         return status, headers, chunks
+
+    def authorize(self, action: str, params: dict[str, str], access_key: str | None) -> str | None:
+        """The UnauthorizedOperation message for a denied request, None to go on (holds LOCK).
+
+        Only requests signed with a node's instance role credentials are evaluated; the test
+        client (`lab.ec2()`), fence_aws and anything else with other keys are not.
+        """
+        enforced = self.policy
+        if enforced is None or access_key is None:
+            return None
+        caller = next(
+            (m for m in self.imds.values() if m.credentials["AccessKeyId"] == access_key), None
+        )
+        if caller is None:
+            return None
+        principal = iam.assumed_role_arn(caller.account_id, caller.role, caller.instance_id)
+        try:
+            resources = iam.request_resources(
+                action,
+                params,
+                self.world.backend,
+                region=self.world.region,
+                account=self.world.account_id,
+            )
+        except iam.Unresolvable:
+            return None  # EC2 answers with its NotFound error (moto / World.dry_run do)
+        except iam.UnknownAction as err:
+            LOG.error("%s", err)
+            return f"You are not authorized to perform this operation. {err}"
+        decision = iam.evaluate(enforced[1], f"ec2:{action}", resources)
+        return None if decision.allowed else iam.denial_message(decision, principal)
+
+    def set_policy(self, data: dict[str, Any]) -> dict[str, Any]:
+        document = data.get("policy")
+        policy = iam.Policy.parse(document)  # a PolicyError is a ValueError: 400
+        assert isinstance(document, dict)
+        with LOCK:
+            self.policy = (document, policy)
+        return {"enforced": True, "statements": len(policy.statements)}
+
+    def clear_policy(self) -> dict[str, Any]:
+        with LOCK:
+            self.policy = None
+        return {"enforced": False}
+
+    def get_policy(self) -> dict[str, Any]:
+        with LOCK:
+            enforced = self.policy
+        return {"enforced": enforced is not None, "policy": enforced[0] if enforced else None}
 
     @staticmethod
     def xml_error(
@@ -667,6 +732,9 @@ class LabServer:
             ("GET", "power"): lambda d, q: self.power_states(),
             ("GET", "ca"): lambda d, q: {"pem": self.ca_pem()},
             ("GET", "dataplane"): lambda d, q: self.dataplane_state(),
+            ("GET", "iam"): lambda d, q: self.get_policy(),
+            ("POST", "iam"): lambda d, q: self.set_policy(d),
+            ("DELETE", "iam"): lambda d, q: self.clear_policy(),
         }
         handler = routes.get((method, path))
         if handler is None:
