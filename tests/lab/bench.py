@@ -8,8 +8,9 @@ validate-all, probe, start, monitor, stop; and for ours validate-all with a malf
 max wall time, the CPU time and peak RSS of the process (with its children: the incumbents'
 AWS CLI processes), the EC2 API calls it made (the lab's call log, CLI calls included), the
 IMDS requests and the AWS CLI processes it started; the ratio ours / theirs per comparable row;
-and ours / floor against two floors measured in the same run: a bare Python process, and one
-that only imports botocore and makes one DescribeRouteTables call.
+and ours / floor against two floors measured in the same run (before every case, so they span
+it): a bare Python process, and one that only imports botocore and makes one DescribeRouteTables
+call.
 
 Start is a real takeover: the other node held the address (put there by the same agent) just
 before. awsvip and awseip are one resource group for the "secondary IP + Elastic IP" rows: their
@@ -374,9 +375,17 @@ def measure(
         run("b", "stop", record=False)
 
 
-def floors(lab: Lab, meter: Meter, runs: int) -> list[Row]:
-    bare = Row("floor", "python -c pass", "-", "floor")
-    boto = Row("floor", "botocore + 1 call", "-", "floor")
+def floor_rows() -> list[Row]:
+    return [
+        Row("floor", "python -c pass", "-", "floor"),
+        Row("floor", "botocore + 1 call", "-", "floor"),
+    ]
+
+
+def sample_floors(lab: Lab, meter: Meter, floors: list[Row], runs: int) -> None:
+    """Add `runs` samples to each floor. Called before every case, so that the floors span the
+    whole run: a machine whose speed drifts (a shared VM) does not skew the ratios."""
+    bare, boto = floors
     script = FLOOR_BOTOCORE.format(
         region=lab.region, endpoint=lab.endpoint_url, table=lab.route_tables[0]
     )
@@ -386,7 +395,6 @@ def floors(lab: Lab, meter: Meter, runs: int) -> list[Row]:
         if result.rc != 0:
             raise RuntimeError(f"botocore floor failed: {result.stderr[-500:]}")
         boto.add(sample)
-    return [bare, boto]
 
 
 # ---- output ----------------------------------------------------------------------------------
@@ -557,11 +565,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"{lab.timing().assign_delay}s; load average {load_before[0]:.2f}",
             flush=True,
         )
-        base = floors(lab, meter, args.runs)
+        base = floor_rows()
         chosen = sections(lab, agents, tables, cli)
         for section in chosen:
             for case in section.cases:
                 print(f"measuring {case.agent} ({case.name}) ...", flush=True)
+                sample_floors(lab, meter, base, args.runs)
                 measure(meter, rows, case, args.runs)
     load_after = os.getloadavg()
     report = Report(base, chosen, rows, notes)
