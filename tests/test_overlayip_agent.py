@@ -28,16 +28,8 @@ def params(lab: Any, tables: Sequence[str], **extra: str) -> dict[str, str]:
 
 def targets(lab: Any, tables: Sequence[str], cidr: str = f"{IP}/32") -> dict[str, Optional[str]]:
     """Per table, the ENI the route for ``cidr`` points at (None: no route)."""
-    answer = lab.ec2().describe_route_tables(RouteTableIds=list(tables))
-    result: dict[str, Optional[str]] = {}
-    for table in answer["RouteTables"]:
-        hit = [
-            r
-            for r in table["Routes"]
-            if cidr in (r.get("DestinationCidrBlock"), r.get("DestinationIpv6CidrBlock"))
-        ]
-        result[table["RouteTableId"]] = hit[0].get("NetworkInterfaceId") if hit else None
-    return result
+    found: dict[str, Optional[str]] = lab.route_targets(cidr, tables)
+    return found
 
 
 def has_ip(lab: Any, node: str, ip: str = IP) -> bool:

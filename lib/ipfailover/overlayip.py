@@ -356,8 +356,13 @@ def start(ctx: Context) -> int:
         _check_source_dest(api, cfg, facts.eni_id, dry_run=False)
         # The address first: packets may arrive the moment the first route changes.
         rt.netlink.add_address(link.index, str(cfg.ip), cfg.ip.max_prefixlen, cfg.label)
-        changes = plan_routes(cfg.cidr, facts.eni_id, tables, cfg.create_route)
-        run_parallel(lambda change: _apply(api, cfg, facts.eni_id, change), changes)
+
+        def take(tables: Sequence[RouteTable]) -> list[RouteChange]:
+            planned = plan_routes(cfg.cidr, facts.eni_id, tables, cfg.create_route)
+            run_parallel(lambda change: _apply(api, cfg, facts.eni_id, change), planned)
+            return planned
+
+        changes = take(tables)
         applied, patience = ctx.deadline.elapsed(), reapply_patience()
         while changes:
             tables = _find_tables(api, cfg, facts.vpc_id)
@@ -369,8 +374,7 @@ def start(ctx: Context) -> int:
                 # started at once). Take them again; the first node that reads every table back
                 # as its own returns, the other's next look brings them all to one node.
                 log.warning("routes changed under us (%s): changing them again", problems[0])
-                changes = plan_routes(cfg.cidr, facts.eni_id, tables, cfg.create_route)
-                run_parallel(lambda change: _apply(api, cfg, facts.eni_id, change), changes)
+                changes = take(tables)
                 applied, patience = ctx.deadline.elapsed(), reapply_patience()
                 continue
             ctx.deadline.sleep(0.2, f"waiting for the routes to settle ({'; '.join(problems)})")

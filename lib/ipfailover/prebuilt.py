@@ -57,10 +57,9 @@ def lookup(agent: str, directory: str = PREBUILT_DIR) -> str | None:
         return None
 
 
-def serve_metadata(agent: str, argv: list[str]) -> None:
-    """For an agent's launcher: print the prebuilt document and exit if that is all argv asks."""
-    if argv[1:] != ["meta-data"]:
-        return
+def serve_metadata(agent: str) -> None:
+    """For an agent's launcher, on meta-data: print the prebuilt document and exit, if there is
+    a current one (otherwise return, and the launcher renders it)."""
     text = lookup(agent)
     if text is None:
         return
