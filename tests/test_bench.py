@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lab import incumbents
-from lab.bench import ACTIONS, EXPECTED_RC
+from lab.bench import ACTIONS, EXPECTED_RC, OURS_ONLY
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,7 +49,7 @@ def test_bench_side_by_side_with_aws_vpc_move_ip(tmp_path: Path) -> None:
     (section,) = report["sections"]
     assert (section["ours"], section["theirs"]) == ("aws-overlayip", "aws-vpc-move-ip")
     rows = {(r["agent"], r["action"]): r for r in section["rows"]}
-    theirs_actions = [x for x in ACTIONS if x != "bad input"]  # a row of ours only
+    theirs_actions = [x for x in ACTIONS if x not in OURS_ONLY]
     assert set(rows) == {("aws-overlayip", x) for x in ACTIONS} | {
         ("aws-vpc-move-ip", x) for x in theirs_actions
     }
@@ -57,11 +57,12 @@ def test_bench_side_by_side_with_aws_vpc_move_ip(tmp_path: Path) -> None:
         assert row["rcs"] == [EXPECTED_RC[action]], (agent, action, row)
         assert row["runs"] == 1
         assert row["over_python_floor"] > 0
-        if agent == "aws-overlayip" and action != "bad input":
+        if agent == "aws-overlayip" and action not in OURS_ONLY:
             assert row["ours_over_theirs"] > 0
     # the syntax check alone: neither AWS nor the metadata service is asked
-    bad = rows[("aws-overlayip", "bad input")]
-    assert (bad["ec2_calls"]["max"], bad["imds_requests"]["max"]) == (0, 0), bad
+    for action in OURS_ONLY:
+        alone = rows[("aws-overlayip", action)]
+        assert (alone["ec2_calls"]["max"], alone["imds_requests"]["max"]) == (0, 0), alone
     theirs = {action: rows[("aws-vpc-move-ip", action)] for action in theirs_actions}
     # The incumbent really talked to the simulator through the AWS CLI: a takeover is
     # DescribeRouteTables, ReplaceRoute, DescribeRouteTables; monitor (monapi) one describe.

@@ -9,6 +9,7 @@ from typing import Optional
 import pytest
 
 from ipfailover import eni as agent
+from ipfailover import eni_agent
 from ipfailover.ec2 import Attachment, Eni
 from ipfailover.eni import Action, Progress
 from ipfailover.netlink import Addr, Link, RouteEntry, Rule
@@ -58,27 +59,27 @@ def progress(now: float = 10.0, **kw: Optional[float]) -> Progress:
 
 
 def test_parse_config_defaults_follow_the_device_index() -> None:
-    cfg = agent.parse_config({"eni_id": ENI})
+    cfg = eni_agent.parse_config({"eni_id": ENI})
     assert (cfg.device_index, cfg.table, cfg.priority) == (1, 5001, 5001)
     assert cfg.force_detach is False
     assert cfg.policy_routing is True
     assert cfg.monitor_api is True
     assert cfg.ipv6_gateway is None
-    cfg = agent.parse_config({"eni_id": ENI, "device_index": 3})
+    cfg = eni_agent.parse_config({"eni_id": ENI, "device_index": 3})
     assert (cfg.table, cfg.priority) == (5003, 5003)
 
 
 def test_default_table_and_priority_stay_clear_of_cloud_helpers() -> None:
-    for index in range(1, agent.DEVICE_INDEX_MAX + 1):
-        cfg = agent.parse_config({"eni_id": ENI, "device_index": index})
+    for index in range(1, eni_agent.DEVICE_INDEX_MAX + 1):
+        cfg = eni_agent.parse_config({"eni_id": ENI, "device_index": index})
         for value in (cfg.table, cfg.priority):
             assert value < 10000  # amazon-ec2-net-utils: 10000 + 100 * card + device
-            assert value not in agent.RESERVED_TABLES
+            assert value not in eni_agent.RESERVED_TABLES
         assert cfg.priority < 32766  # before the main table's rule
 
 
 def test_parse_config_explicit_values() -> None:
-    cfg = agent.parse_config(
+    cfg = eni_agent.parse_config(
         {
             "eni_id": ENI,
             "device_index": "2",
@@ -138,7 +139,7 @@ def test_parse_config_rejects_bad_input(overrides: dict[str, object]) -> None:
     params: dict[str, object] = {"eni_id": ENI}
     params.update(overrides)
     with pytest.raises(ConfigError) as info:
-        agent.parse_config(params)  # type: ignore[arg-type]
+        eni_agent.parse_config(params)  # type: ignore[arg-type]
     assert info.value.rc == OCF.ERR_CONFIGURED
     assert "\n" not in info.value.reason
     assert len(info.value.reason) < 400

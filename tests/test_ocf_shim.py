@@ -16,6 +16,7 @@ import sys
 import time
 import types
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,9 @@ def assert_one_reason(stderr: str) -> str:
 
 
 def test_ocf_codes() -> None:
-    assert {c.name: int(c) for c in OCF} == {
+    codes = {name: code for name, code in vars(OCF).items() if name.isupper()}
+    assert set(codes.values()) == ocf_shim.errors.KNOWN_CODES
+    assert codes == {
         "SUCCESS": 0,
         "ERR_GENERIC": 1,
         "ERR_ARGS": 2,
@@ -212,7 +215,7 @@ def test_ocf_codes() -> None:
 def test_error_classes_carry_their_code(cls: type[OCFError], rc: int) -> None:
     err = cls("why")
     assert err.rc == rc
-    assert isinstance(err.rc, OCF)
+    assert type(err.rc) is int
     assert err.reason == "why"
     assert str(err) == "why"
     assert isinstance(err, OCFError)
@@ -878,8 +881,7 @@ def test_logging_is_idempotent(run: Runner, tmp_path: Path) -> None:
     for _ in range(3):
         assert run(["agent", "start"], environ)[0] == 0
     logger = run.seen[-1].log
-    assert len(logger.handlers) == 1
-    assert logger.propagate is False
+    assert len(logger.targets) == 1
     assert len(logfile.read_text().splitlines()) == 3
 
 
@@ -896,7 +898,7 @@ def test_logging_to_stderr_without_targets(run: Runner) -> None:
 def test_logging_falls_back_to_stderr_without_syslog(
     run: Runner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("ocf_shim.agent.SYSLOG_ADDRESS", str(tmp_path / "missing"))
+    monkeypatch.setattr("ocf_shim.log.SYSLOG_ADDRESS", str(tmp_path / "missing"))
     environ = {**env(), "HA_LOGFACILITY": "daemon"}
     rc, _, err = run(["agent", "start"], environ)
     assert rc == 0
@@ -915,14 +917,14 @@ def test_logging_to_syslog(
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(address)
         server.settimeout(5)
-        monkeypatch.setattr("ocf_shim.agent.SYSLOG_ADDRESS", address)
+        monkeypatch.setattr("ocf_shim.log.SYSLOG_ADDRESS", address)
         environ = {**env(), "HA_LOGFACILITY": facility, "OCF_RESOURCE_INSTANCE": "vip"}
         rc, _, err = run(["agent", "start"], environ)
         message = server.recv(4096).decode()
     assert rc == 0
     assert err == ""
     assert message.startswith(f"<{code * 8 + 6}>sample-agent(vip)[{os.getpid()}]: INFO: ")
-    run.seen[0].log.handlers[0].close()
+    run.seen[0].log.close()
 
 
 # -- the package itself ---------------------------------------------------------------------------
@@ -950,7 +952,8 @@ def test_shim_imports_only_the_standard_library() -> None:
 def test_shim_import_is_light() -> None:
     code = (
         "import sys, ocf_shim\n"
-        "heavy = ['xml.etree.ElementTree', 'xml.dom.minidom', 'logging.handlers', 'ipfailover']\n"
+        "heavy = ['xml.etree.ElementTree', 'xml.dom.minidom', 'logging', 'ipfailover', 're',\n"
+        "         'typing', 'dataclasses', 'enum', 'signal', 'threading', 'socket']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run(
@@ -1107,3 +1110,140 @@ def test_subprocess_watchdog(python: str, agent_script: Path, tmp_path: Path) ->
     assert "Traceback" not in proc.stderr
     assert took < 1.45
     assert "timed out" in logfile.read_text()
+
+
+# -- the configuration parser, OCF_CHECK_LEVEL and lazy handlers ----------------------------------
+
+
+class Parsed:
+    """What the sample parser makes of the parameters."""
+
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+
+
+def parse_sample(params: Mapping[str, object]) -> Parsed:
+    ip = str(params["ip"])
+    if not ip[:1].isdigit():
+        raise ConfigError(f"parameter 'ip': {ip!r} is not an address")
+    return Parsed(ip)
+
+
+def parsing_agent(handler: ocf_shim.Handler) -> Agent:
+    return Agent(
+        "parsing-agent",
+        "1",
+        "A parsing agent",
+        "An agent that declares a configuration parser.",
+        [Parameter("ip", "Address", "The address.", required=True)],
+        [ActionSpec("start", 10), ActionSpec("validate-all", 10), ActionSpec("meta-data", 5)],
+        {"start": handler, "validate-all": handler},
+        config=parse_sample,
+    )
+
+
+@pytest.fixture
+def calls() -> list[ocf_shim.Context]:
+    return []
+
+
+@pytest.fixture
+def parsing(calls: list[ocf_shim.Context]) -> Agent:
+    def handler(ctx: ocf_shim.Context) -> int:
+        calls.append(ctx)
+        return OCF.SUCCESS
+
+    return parsing_agent(handler)
+
+
+@pytest.mark.parametrize(
+    "level_env",
+    [{"OCF_CHECK_LEVEL": "0"}, {"OCF_CHECK_LEVEL": " 0 "}, {"OCF_RESKEY_OCF_CHECK_LEVEL": "0"}],
+)
+def test_validate_at_check_level_0_runs_the_parser_alone(
+    parsing: Agent, calls: list[ocf_shim.Context], level_env: dict[str, str], capsys: Any
+) -> None:
+    assert parsing.main(["a", "validate-all"], {**env(), **level_env}) == OCF.SUCCESS
+    assert calls == []
+    bad = {**env(ip="not-an-ip"), **level_env}
+    assert parsing.main(["a", "validate-all"], bad) == OCF.ERR_CONFIGURED
+    assert calls == []
+    assert "'not-an-ip' is not an address" in assert_one_reason(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "level_env",
+    [
+        {},
+        {"OCF_CHECK_LEVEL": "10"},
+        {"OCF_CHECK_LEVEL": "x"},
+        {"OCF_RESKEY_OCF_CHECK_LEVEL": "20"},
+        {"OCF_CHECK_LEVEL": "10", "OCF_RESKEY_OCF_CHECK_LEVEL": "0"},
+    ],
+)
+def test_validate_at_other_levels_runs_the_handler_with_the_parsed_config(
+    parsing: Agent, calls: list[ocf_shim.Context], level_env: dict[str, str]
+) -> None:
+    assert parsing.main(["a", "validate-all"], {**env(), **level_env}) == OCF.SUCCESS
+    (ctx,) = calls
+    assert ctx.config_as(Parsed).ip == "192.0.2.10"
+    with pytest.raises(TypeError):
+        ctx.config_as(str)
+
+
+def test_level_0_is_only_for_validate_and_only_with_a_parser(
+    parsing: Agent, calls: list[ocf_shim.Context], run: Runner
+) -> None:
+    level0 = {**env(), "OCF_CHECK_LEVEL": "0"}
+    assert parsing.main(["a", "start"], level0) == OCF.SUCCESS
+    assert len(calls) == 1
+    # the sample agent declares no parser: its handler runs at every level
+    assert run(["agent", "validate-all"], level0)[0] == OCF.SUCCESS
+    assert len(run.seen) == 1
+    assert run.seen[0].config is None
+
+
+def test_a_parse_error_fails_every_action_before_its_handler(
+    parsing: Agent, calls: list[ocf_shim.Context], capsys: Any
+) -> None:
+    for action in ("start", "validate-all"):
+        assert parsing.main(["a", action], env(ip="x")) == OCF.ERR_CONFIGURED
+        assert_one_reason(capsys.readouterr().err)
+    assert calls == []
+
+
+def test_lazy_handler_imports_its_module_when_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    (tmp_path / "lazy_sample_actions.py").write_text(
+        "def start(ctx):\n    return 7 if ctx.config.ip == '192.0.2.10' else 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    agent = parsing_agent(ocf_shim.lazy_handler("lazy_sample_actions", "start"))
+    assert "lazy_sample_actions" not in sys.modules
+    assert agent.main(["a", "validate-all"], {**env(), "OCF_CHECK_LEVEL": "0"}) == 0
+    assert "lazy_sample_actions" not in sys.modules
+    assert agent.main(["a", "start"], env()) == OCF.NOT_RUNNING
+    assert "lazy_sample_actions" in sys.modules
+    monkeypatch.delitem(sys.modules, "lazy_sample_actions")
+    missing = parsing_agent(ocf_shim.lazy_handler("lazy_sample_actions", "stop"))
+    assert missing.main(["a", "start"], env()) == OCF.ERR_GENERIC
+    assert "AttributeError" in assert_one_reason(capsys.readouterr().err)
+
+
+def test_the_log_writes_nothing_below_its_level(tmp_path: Path) -> None:
+    logfile = tmp_path / "ha.log"
+    log = ocf_shim.get_log("test-levels").configure("tag[1]", {"HA_LOGFILE": str(logfile)})
+    assert log is ocf_shim.get_log("test-levels")
+    log.debug("hidden %s", "x")
+    log.info("shown %s and %d%%", "x", 5)
+    log.warning("plain %s")  # no arguments: no formatting
+    log.configure("tag[2]", {"HA_LOGFILE": str(logfile), "HA_debug": "1"})
+    log.debug("now shown")
+    log.close()
+    lines = logfile.read_text().splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == [
+        "tag[1]: INFO: shown x and 5%",
+        "tag[1]: WARNING: plain %s",
+        "tag[2]: DEBUG: now shown",
+    ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address
+
 import pytest
 
-from ipfailover import overlayip
+from ipfailover import overlayip, overlayip_agent
 from ipfailover.ec2 import Route, RouteTable
 from ocf_shim import OCF, ConfigError
 
@@ -60,24 +62,21 @@ def test_ipv6_routes_match_whatever_the_spelling() -> None:
 
 
 def test_overlaps_vpc() -> None:
-    assert (
-        overlayip.overlaps_vpc(overlayip.parse_ip("ip", "10.0.3.4"), ["10.0.0.0/16"])
-        == "10.0.0.0/16"
-    )
-    assert overlayip.overlaps_vpc(overlayip.parse_ip("ip", "192.168.1.1"), ["10.0.0.0/16"]) is None
+    assert overlayip.overlaps_vpc(ip_address("10.0.3.4"), ["10.0.0.0/16"]) == "10.0.0.0/16"
+    assert overlayip.overlaps_vpc(ip_address("192.168.1.1"), ["10.0.0.0/16"]) is None
 
 
 def test_parse_config_defaults() -> None:
-    cfg = overlayip.parse_config(params())
+    cfg = overlayip_agent.parse_config(params())
     assert cfg.cidr == "192.168.10.1/32"
     assert cfg.table_ids == ("rtb-11111111",)
     assert cfg.interface == "eth0"
     assert cfg.source_dest_check == "verify"
-    assert overlayip.parse_config(params(ip="2001:db8::5")).cidr == "2001:db8::5/128"
+    assert overlayip_agent.parse_config(params(ip="2001:db8::5")).cidr == "2001:db8::5/128"
 
 
 def test_parse_config_tag_and_list() -> None:
-    cfg = overlayip.parse_config(
+    cfg = overlayip_agent.parse_config(
         params(routing_table="rtb-11111111, rtb-22222222,rtb-11111111", routing_table_tag="ha=sap")
     )
     assert cfg.table_ids == ("rtb-11111111", "rtb-22222222")
@@ -109,6 +108,6 @@ def test_parse_config_tag_and_list() -> None:
 )
 def test_parse_config_rejects_bad_input(overrides: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as info:
-        overlayip.parse_config(params(**overrides))
+        overlayip_agent.parse_config(params(**overrides))
     assert info.value.rc == OCF.ERR_CONFIGURED
     assert "\n" not in info.value.reason

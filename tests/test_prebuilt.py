@@ -117,7 +117,7 @@ def test_without_a_prebuilt_document_the_launcher_renders_it(checkout: Path, age
 
 def test_a_changed_source_is_never_answered_with_the_old_document(checkout: Path) -> None:
     generate(checkout)
-    module = checkout / "lib" / "ipfailover" / "overlayip.py"
+    module = checkout / "lib" / "ipfailover" / "overlayip_agent.py"
     text = module.read_text()
     assert text.count('"Overlay IP address') >= 1
     module.write_text(text.replace('"Overlay IP address', '"The overlay IP address', 1))

@@ -7,21 +7,24 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import pytest
 
-from ipfailover import secip
+from ipfailover import secip, secip_agent
 from ipfailover.ec2 import Address, Eni
-from ipfailover.params import IPAddress, Value, parse_ip
+from ipfailover.params import ip_object, parse_ip
 from ocf_shim import OCF, ConfigError
+
+if TYPE_CHECKING:
+    from ipfailover.params import IPAddress, Value
 
 OURS = "eni-0123456789abcdef0"
 OTHER = "eni-0fedcba9876543210"
 THIRD = "eni-0aaaaaaaaaaaaaaaa"
 SUBNET = "subnet-0123456789abcdef0"
-IP4 = parse_ip("ip", "10.0.1.50")
-IP6 = parse_ip("ip", "2001:db8:0:1::50")
+IP4 = ip_object(parse_ip("ip", "10.0.1.50"))
+IP6 = ip_object(parse_ip("ip", "2001:db8:0:1::50"))
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -201,7 +204,7 @@ def test_poll_interval_is_short_then_gentler() -> None:
     ],
 )
 def test_subnet_problem(ip: str, blocks: list[str], fragment: Optional[str]) -> None:
-    problem = secip.subnet_problem(parse_ip("ip", ip), SUBNET, blocks, OURS)
+    problem = secip.subnet_problem(ip_object(parse_ip("ip", ip)), SUBNET, blocks, OURS)
     if fragment is None:
         assert problem is None
     else:
@@ -218,7 +221,7 @@ def test_subnet_prefixlen() -> None:
 
 
 def test_primary_of_interface() -> None:
-    assert secip.primary_of_interface("10.0.1.10\n10.0.1.50\n") == parse_ip("ip", "10.0.1.10")
+    assert secip.primary_of_interface("10.0.1.10\n10.0.1.50\n") == ip_object("10.0.1.10")
     assert secip.primary_of_interface("") is None
     assert secip.primary_of_interface(None) is None
     assert secip.primary_of_interface("<html>") is None
@@ -228,7 +231,7 @@ def test_primary_of_interface() -> None:
 
 
 def test_parse_config_defaults() -> None:
-    cfg = secip.parse_config(params())
+    cfg = secip_agent.parse_config(params())
     assert cfg.ip == IP4
     assert cfg.interface == "eth0"
     assert cfg.cidr_netmask is None  # the subnet's prefix length, found at start
@@ -239,11 +242,11 @@ def test_parse_config_defaults() -> None:
 
 
 def test_parse_config_tolerates_blanks_around_the_address() -> None:
-    assert secip.parse_config(params(ip=" 10.0.1.50 ")).ip == IP4
+    assert secip_agent.parse_config(params(ip=" 10.0.1.50 ")).ip == IP4
 
 
 def test_parse_config_explicit_values() -> None:
-    cfg = secip.parse_config(
+    cfg = secip_agent.parse_config(
         params(
             interface="ens5",
             cidr_netmask=32,
@@ -259,9 +262,9 @@ def test_parse_config_explicit_values() -> None:
         "eipalloc-0123456789abcdef0",
     )
     assert (cfg.unassign_on_stop, cfg.monitor_api) == (False, False)
-    v6 = secip.parse_config(params(ip="2001:DB8:0:1::50", cidr_netmask="128"))
+    v6 = secip_agent.parse_config(params(ip="2001:DB8:0:1::50", cidr_netmask="128"))
     assert (v6.version, v6.cidr_netmask, str(v6.ip)) == (6, 128, "2001:db8:0:1::50")
-    assert secip.parse_config(params(cidr_netmask="")).cidr_netmask is None
+    assert secip_agent.parse_config(params(cidr_netmask="")).cidr_netmask is None
 
 
 @pytest.mark.parametrize(
@@ -301,7 +304,7 @@ def test_parse_config_explicit_values() -> None:
 )
 def test_parse_config_rejects_bad_input(overrides: dict[str, Value]) -> None:
     with pytest.raises(ConfigError) as info:
-        secip.parse_config(params(**overrides))
+        secip_agent.parse_config(params(**overrides))
     assert info.value.rc == OCF.ERR_CONFIGURED
     assert info.value.reason
     assert "\n" not in info.value.reason
@@ -312,7 +315,7 @@ def test_parse_config_rejects_bad_input(overrides: dict[str, Value]) -> None:
 
 
 def test_metadata_declares_the_parameters_and_defaults() -> None:
-    root = ET.fromstring(secip.AGENT.metadata_xml().split("\n", 2)[2])  # noqa: S314
+    root = ET.fromstring(secip_agent.AGENT.metadata_xml().split("\n", 2)[2])  # noqa: S314
     found = {
         p.get("name"): (p.get("required"), p.get("unique"), p.find("content"))
         for p in root.iter("parameter")
@@ -337,7 +340,7 @@ def test_metadata_declares_the_parameters_and_defaults() -> None:
 def test_metadata_is_valid_against_the_schemas() -> None:
     import test_metadata_schemas as schemas
 
-    xml = secip.AGENT.metadata_xml()
+    xml = secip_agent.AGENT.metadata_xml()
     schemas.xmllint(xml, "--relaxng", str(schemas.OCF_11_RNG))
     if schemas.DTD.exists():
         schemas.xmllint(xml, "--dtdvalid", str(schemas.DTD))

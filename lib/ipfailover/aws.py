@@ -7,14 +7,13 @@ all retrying happens here, against the action's deadline, with jittered backoff.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
-from ocf_shim import OCF, ConfigError, Deadline, GenericError, OCFError
+from ocf_shim import ConfigError, Deadline, GenericError, OCFError, get_log
 
 from . import __version__
 from .params import AwsSettings
@@ -23,7 +22,7 @@ from .retry import PERMISSION_CODES, backoff, is_retryable
 if TYPE_CHECKING:
     from botocore.client import BaseClient
 
-log = logging.getLogger("ipfailover")
+log = get_log("ipfailover")
 
 # Errors of the AWS side that mean "this configuration cannot work": exit 6.
 _CONFIG_SUFFIXES = (".NotFound", ".Malformed")
@@ -37,7 +36,7 @@ class AwsError(OCFError):
     """An EC2 error that is not retryable; ``code`` is the AWS error code."""
 
     def __init__(self, reason: str, rc: int, code: str, operation: str) -> None:
-        super().__init__(reason, OCF(rc))
+        super().__init__(reason, rc)
         self.code = code
         self.operation = operation
 

@@ -9,162 +9,25 @@ take over (a route that points elsewhere is never touched).
 from __future__ import annotations
 
 import ipaddress
-import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from ocf_shim import OCF, Agent, ConfigError, Context, GenericError, OCFError, Parameter
+from ocf_shim import OCF, ConfigError, Context, GenericError, OCFError, get_log
 
-from .params import (
-    AWS_PARAMETERS,
-    MONITOR_API_PARAMETER,
-    AwsSettings,
-    IPAddress,
-    Value,
-    flag,
-    parse_aws_settings,
-    parse_choice,
-    parse_id_list,
-    parse_interface,
-    parse_ip,
-    parse_tag,
-    quote,
-    standard_actions,
-)
+from .overlayip_agent import Config
 from .runtime import Runtime, run_parallel
 
 if TYPE_CHECKING:
     from .aws import Api
     from .ec2 import RouteTable
+    from .params import IPAddress
 
-log = logging.getLogger("ipfailover")
+log = get_log("ipfailover")
 
-NAME = "aws-overlayip"
-SDC_CHOICES = ("verify", "disable", "ignore")
 REAPPLY_AFTER = 1.0  # seconds; see reapply_patience
 REAPPLY_JITTER = 0.5
-
-PARAMETERS = (
-    Parameter(
-        "ip",
-        "Overlay IP address",
-        "The service address (IPv4 or IPv6), outside every CIDR block of the VPC. Clients reach "
-        "it through the route tables, which the agent points at this instance's network "
-        "interface.",
-        required=True,
-        unique=True,
-    ),
-    Parameter(
-        "routing_table",
-        "Route table ids",
-        "Comma-separated ids of the route tables (rtb-...) that must route the address to the "
-        "active node: usually the tables of every subnet the clients are in. Either this or "
-        "routing_table_tag is required; both may be given.",
-    ),
-    Parameter(
-        "routing_table_tag",
-        "Find route tables by tag",
-        "Key=Value: manage every route table of the instance's VPC that carries this tag, so "
-        "tables can be added without reconfiguring the cluster.",
-    ),
-    Parameter(
-        "interface",
-        "Network interface",
-        "The interface that gets the address. Its ENI (found by MAC through the instance "
-        "metadata) is the target of the routes.",
-        default="eth0",
-    ),
-    Parameter(
-        "create_route",
-        "Create missing routes",
-        "When true, start creates the route in a table that has none for the address; when "
-        "false, a missing route is a configuration error.",
-        type="boolean",
-        default=True,
-    ),
-    Parameter(
-        "source_dest_check",
-        "Source/destination check handling",
-        "AWS drops packets for the overlay address unless the ENI's source/destination check is "
-        "off. verify: validate-all and start fail with a clear reason when it is on; disable: "
-        "start turns it off (the instance role then needs ec2:ModifyNetworkInterfaceAttribute "
-        "on the nodes' ENIs); ignore: do not look.",
-        default="verify",
-    ),
-    Parameter(
-        "label",
-        "IPv4 address label",
-        "Label of the IPv4 address as shown by ifconfig (must start with the interface name, "
-        "e.g. eth0:ovl). Ignored for IPv6.",
-    ),
-    MONITOR_API_PARAMETER,
-    *AWS_PARAMETERS,
-)
-
-LONGDESC = (
-    "Moves an overlay IP address (an address outside the VPC's CIDR blocks) between EC2 "
-    "instances by pointing routes in the VPC's route tables at the network interface of the "
-    "active node, and configures the address on that node. The routes of all tables are "
-    "changed in parallel and verified with one DescribeRouteTables call; a missing route is "
-    "created. Works across availability zones. The instance role needs "
-    "ec2:DescribeRouteTables, ec2:CreateRoute and ec2:ReplaceRoute (plus "
-    "ec2:DescribeNetworkInterfaces and ec2:DescribeVpcs for the checks)."
-)
-
-
-# ----------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class Config:
-    ip: IPAddress
-    table_ids: tuple[str, ...]
-    table_tag: Optional[tuple[str, str]]
-    interface: str
-    create_route: bool
-    source_dest_check: str
-    label: Optional[str]
-    monitor_api: bool
-    aws: AwsSettings
-
-    @property
-    def cidr(self) -> str:
-        return f"{self.ip}/{self.ip.max_prefixlen}"
-
-
-def parse_config(params: Mapping[str, Value]) -> Config:
-    """Check the parameters (syntax only: nothing here asks AWS or the OS)."""
-    ip = parse_ip("ip", str(params["ip"]))
-    tables_text = params.get("routing_table")
-    tag_text = params.get("routing_table_tag")
-    if not tables_text and not tag_text:
-        raise ConfigError("set routing_table (rtb-... ids) or routing_table_tag (Key=Value)")
-    interface = parse_interface("interface", str(params.get("interface") or "eth0"))
-    label = params.get("label")
-    if label is not None:
-        label = str(label)
-        # The kernel holds a label in 15 bytes (IFNAMSIZ), not 15 characters.
-        if not (label.startswith(interface) and len(label.encode()) <= 15 and label.isprintable()):
-            raise ConfigError(
-                f"parameter 'label': {quote(label)} must start with {interface!r} and be at "
-                "most 15 bytes"
-            )
-    return Config(
-        ip=ip,
-        table_ids=parse_id_list("routing_table", str(tables_text), "rtb") if tables_text else (),
-        table_tag=parse_tag("routing_table_tag", str(tag_text)) if tag_text else None,
-        interface=interface,
-        create_route=flag(params, "create_route", True),
-        source_dest_check=parse_choice(
-            "source_dest_check", str(params.get("source_dest_check") or "verify"), SDC_CHOICES
-        ),
-        label=label,
-        monitor_api=flag(params, "monitor_api", True),
-        aws=parse_aws_settings(params),
-    )
-
 
 # ----------------------------------------------------------------------------- pure decisions
 
@@ -334,7 +197,7 @@ def _check_source_dest(api: Api, cfg: Config, eni_id: str, dry_run: bool) -> Non
 
 
 def start(ctx: Context) -> int:
-    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
+    cfg = ctx.config_as(Config)
     from . import node
 
     with Runtime(ctx, cfg.aws) as rt:
@@ -394,7 +257,7 @@ def start(ctx: Context) -> int:
 
 
 def stop(ctx: Context) -> int:
-    cfg = parse_config(ctx.params)
+    cfg = ctx.config_as(Config)
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.netlink.link_by_name(cfg.interface)
         if link is None:
@@ -408,7 +271,7 @@ def stop(ctx: Context) -> int:
 
 
 def monitor(ctx: Context) -> int:
-    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
+    cfg = ctx.config_as(Config)
     from . import ec2, node
     from .aws import error_code
 
@@ -450,7 +313,7 @@ def monitor(ctx: Context) -> int:
 
 
 def validate(ctx: Context) -> int:
-    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
+    cfg = ctx.config_as(Config)
     from . import ec2, node
 
     with Runtime(ctx, cfg.aws) as rt:
@@ -475,15 +338,3 @@ def validate(ctx: Context) -> int:
                     f"route table {table.id} has no route for {cfg.cidr} and create_route is false"
                 )
     return OCF.SUCCESS
-
-
-AGENT = Agent(
-    name=NAME,
-    version="0.1.0",
-    shortdesc="Overlay IP address routed to the active node through VPC route tables",
-    longdesc=LONGDESC,
-    parameters=PARAMETERS,
-    actions=standard_actions(start=30, stop=20, monitor=20, interval=10),
-    handlers={"start": start, "stop": stop, "monitor": monitor, "validate-all": validate},
-    logger="ipfailover",
-)

@@ -7,27 +7,67 @@ so nothing a user typed can forge log lines or exit reasons.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Optional, Union
-
 from ocf_shim import ActionSpec, ConfigError, Parameter
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-Value = Union[str, int, bool, None]
-
-_INTERFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$")
-# ASCII only: \d and \w would also take other scripts' digits and letters.
-_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}$")
-_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]{1,2}$")
-_URL_RE = re.compile(
-    r"https?://(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
-    r"(?::(?P<port>[0-9]{1,5}))?(?:/[A-Za-z0-9_.~%/-]*)?"
+from .ipsyntax import (
+    ipv4_mapped,
+    is_broadcast,
+    is_link_local,
+    is_loopback,
+    is_multicast,
+    is_unspecified,
+    parse_address,
 )
-_PROFILE_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
-_TAG_RE = re.compile(r"^([^=\s,][^=,]{0,127})=([^,]{0,256})$")
+
+# No re, ipaddress, dataclasses or typing at run time: they would cost more than the rest of
+# a syntax check. The checks below spell out, character by character, what regular expressions
+# said before; they are ASCII only except where noted (Unicode letters and digits, as in \w).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Callable, Mapping
+    from typing import Final, Optional, Union
+
+    IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+    Value = Union[str, int, bool, None]
+
+_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
+_LETTERS = _LOWER | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_DIGITS = frozenset("0123456789")
+_ALNUM = _LETTERS | _DIGITS
+_LOWER_HEX = frozenset("0123456789abcdef")
+_INTERFACE_CHARS = _ALNUM | frozenset("_.:@-")
+_PARTITION_CHARS = _LOWER | frozenset("-")
+_ROLE_NAME_CHARS = _ALNUM | frozenset("_+=,.@/-")
+_HOST_CHARS = _ALNUM | frozenset(".-")
+_BRACKETED_CHARS = frozenset("0123456789ABCDEFabcdef:.")
+_PATH_CHARS = _ALNUM | frozenset("_.~%/-")
+_PROFILE_PUNCTUATION = frozenset("+=,.@-")
+_PATH_PUNCTUATION = frozenset("./+-")
+
+
+def _word(text: str, punctuation: frozenset[str]) -> bool:
+    """Every character is a Unicode letter or digit, ``_``, or in ``punctuation`` (like
+    ``[\\w...]`` of re)."""
+    return all(c.isalnum() or c == "_" or c in punctuation for c in text)
+
+
+def _lower(text: str) -> bool:
+    """One or more ASCII lower-case letters."""
+    return bool(text) and _LOWER.issuperset(text)
+
+
+def _digits(text: str, low: int, high: int) -> bool:
+    """``low`` to ``high`` ASCII digits."""
+    return low <= len(text) <= high and _DIGITS.issuperset(text)
+
+
+def _run(text: str, start: int, chars: frozenset[str]) -> int:
+    """The index of the first character at or after ``start`` that is not in ``chars``."""
+    end = start
+    while end < len(text) and text[end] in chars:
+        end += 1
+    return end
 
 
 def quote(value: object, limit: int = 64) -> str:
@@ -36,33 +76,75 @@ def quote(value: object, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "...'"
 
 
-def parse_ip(name: str, value: str) -> IPAddress:
-    """One IPv4 or IPv6 address (no prefix, no zone)."""
-    try:
-        address = ipaddress.ip_address(value.strip())
-    except ValueError:
-        raise ConfigError(
-            f"parameter {name!r}: {quote(value)} is not an IPv4 or IPv6 address"
-        ) from None
-    if address.is_unspecified or address.is_multicast or address.is_loopback:
-        raise ConfigError(f"parameter {name!r}: {address} cannot be a service address")
-    if address.is_link_local:
-        raise ConfigError(f"parameter {name!r}: {address} is link-local; use a routable address")
-    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+def parse_ip(name: str, value: str) -> str:
+    """One IPv4 or IPv6 address (no prefix, no zone), as its canonical text."""
+    parsed = parse_address(value.strip())
+    if parsed is None:
+        raise ConfigError(f"parameter {name!r}: {quote(value)} is not an IPv4 or IPv6 address")
+    version, number, text, scope = parsed
+    shown = f"{text}%{scope}" if scope else text
+    if (
+        is_unspecified(version, number)
+        or is_multicast(version, number)
+        or is_loopback(version, number)
+    ):
+        raise ConfigError(f"parameter {name!r}: {shown} cannot be a service address")
+    if is_link_local(version, number):
+        raise ConfigError(f"parameter {name!r}: {shown} is link-local; use a routable address")
+    if scope:
         raise ConfigError(f"parameter {name!r}: {quote(value)} has a zone; give the address alone")
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+    if ipv4_mapped(version, number) is not None:
         raise ConfigError(
-            f"parameter {name!r}: {address} is IPv4-mapped; give the IPv4 address itself"
+            f"parameter {name!r}: {text} is IPv4-mapped; give the IPv4 address itself"
         )
-    if address == ipaddress.IPv4Address("255.255.255.255"):
-        raise ConfigError(f"parameter {name!r}: {address} is the broadcast address")
-    return address
+    if is_broadcast(version, number):
+        raise ConfigError(f"parameter {name!r}: {text} is the broadcast address")
+    return text
+
+
+def address_version(text: str) -> int:
+    """4 or 6: the version of an address such as :func:`parse_ip` returns."""
+    parsed = parse_address(text)
+    if parsed is None:
+        raise ValueError(f"{text!r} is not an IP address")
+    return parsed[0]
+
+
+def ip_object(text: str) -> IPAddress:
+    """The :mod:`ipaddress` object of an address (imports ipaddress: for actions, not checks)."""
+    import ipaddress
+
+    return ipaddress.ip_address(text)
+
+
+def parse_ipv6_gateway(value: Value) -> Optional[str]:
+    """A unicast IPv6 router address (link-local allowed, no zone), as its canonical text."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    # No "%zone": the link is the ENI's, whatever it is called.
+    parsed = parse_address(text) if "%" not in text else None
+    if (
+        parsed is None
+        or parsed[0] != 6
+        or is_multicast(6, parsed[1])
+        or is_unspecified(6, parsed[1])
+        or is_loopback(6, parsed[1])
+    ):
+        raise ConfigError(
+            f"parameter 'ipv6_gateway': {quote(value)} is not a unicast IPv6 address "
+            "(e.g. the router's link-local fe80::... address)"
+        )
+    return parsed[2]
 
 
 def parse_id(name: str, value: str, prefix: str) -> str:
     """An AWS resource id such as ``rtb-0123abcd`` (8 or 17 hex digits after the prefix)."""
     text = value.strip()
-    if not re.fullmatch(re.escape(prefix) + r"-(?:[0-9a-f]{8}|[0-9a-f]{17})", text):
+    digits = text[len(prefix) + 1 :]
+    if not (
+        text.startswith(prefix + "-") and len(digits) in (8, 17) and _LOWER_HEX.issuperset(digits)
+    ):
         raise ConfigError(
             f"parameter {name!r}: {quote(value)} is not a {prefix}- id "
             f"(expected {prefix}- followed by 8 or 17 hexadecimal digits)"
@@ -72,7 +154,7 @@ def parse_id(name: str, value: str, prefix: str) -> str:
 
 def parse_id_list(name: str, value: str, prefix: str) -> tuple[str, ...]:
     """A comma (or blank) separated list of ids, duplicates removed, order kept."""
-    items = [item for item in re.split(r"[,\s]+", value) if item]
+    items = value.replace(",", " ").split()
     if not items:
         raise ConfigError(f"parameter {name!r} is empty")
     if len(items) > 50:
@@ -82,14 +164,28 @@ def parse_id_list(name: str, value: str, prefix: str) -> tuple[str, ...]:
 
 def parse_tag(name: str, value: str) -> tuple[str, str]:
     """``Key=Value`` as used to find resources by tag."""
-    match = _TAG_RE.fullmatch(value.strip())
-    if not match or match.group(1).startswith("aws:"):
+    key, equals, tag_value = value.strip().partition("=")
+    # Key: 1-128 characters, no "=" or ",", not starting with a blank; value: up to 256, no ",".
+    if not (
+        equals
+        and 1 <= len(key) <= 128
+        and not key[0].isspace()
+        and "," not in key
+        and len(tag_value) <= 256
+        and "," not in tag_value
+    ) or key.startswith("aws:"):
         raise ConfigError(f"parameter {name!r}: {quote(value)} is not of the form Key=Value")
-    return match.group(1).strip(), match.group(2).strip()
+    return key.strip(), tag_value.strip()
 
 
 def parse_interface(name: str, value: str) -> str:
-    if not _INTERFACE_RE.fullmatch(value) or value in (".", ".."):
+    """A Linux interface name: 1-15 ASCII characters, starting with a letter or digit."""
+    if (
+        not 1 <= len(value) <= 15
+        or value[0] not in _ALNUM
+        or not _INTERFACE_CHARS.issuperset(value)
+        or value in (".", "..")
+    ):
         raise ConfigError(f"parameter {name!r}: {quote(value)} is not a network interface name")
     return value
 
@@ -101,19 +197,42 @@ def parse_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return text
 
 
+def _is_url(text: str) -> bool:
+    """``http(s)://`` host (name, or IPv6 address in brackets), ``:port`` (1-65535), ``/path``."""
+    if text.startswith("http://"):
+        rest = text[7:]
+    elif text.startswith("https://"):
+        rest = text[8:]
+    else:
+        return False
+    if rest.startswith("["):
+        close = rest.find("]")
+        inside = rest[1:close]
+        if close < 0 or not 2 <= len(inside) <= 45 or not _BRACKETED_CHARS.issuperset(inside):
+            return False
+        parsed = parse_address(inside)
+        if parsed is None or parsed[0] != 6:
+            return False
+        rest = rest[close + 1 :]
+    else:
+        end = _run(rest, 0, _HOST_CHARS)
+        host = rest[:end]
+        if not 1 <= len(host) <= 253 or host[0] not in _ALNUM or host[-1] not in _ALNUM:
+            return False
+        rest = rest[end:]
+    if rest.startswith(":"):
+        end = _run(rest, 1, _DIGITS)
+        port = rest[1:end]
+        if not 1 <= len(port) <= 5 or not 1 <= int(port) <= 65535:
+            return False
+        rest = rest[end:]
+    return not rest or (rest[0] == "/" and _PATH_CHARS.issuperset(rest))
+
+
 def parse_url(name: str, value: str) -> str:
     """An http(s) URL: host name or IP address, optional port (1-65535) and path; ASCII only."""
     text = value.strip()
-    match = _URL_RE.fullmatch(text)
-    port = match.group("port") if match else None
-    host = match.group("host") if match else ""
-    ok = match is not None and (port is None or 1 <= int(port) <= 65535)
-    if ok and host.startswith("["):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            ok = False
-    if not ok:
+    if not _is_url(text):
         raise ConfigError(f"parameter {name!r}: {quote(value)} is not an http(s) URL")
     return text
 
@@ -128,7 +247,8 @@ def integer(params: Mapping[str, Value], name: str) -> Optional[int]:
     if isinstance(value, int):
         return value
     text = str(value).strip()
-    if not re.fullmatch(r"[+-]?[0-9]{1,12}", text):
+    unsigned = text[1:] if text[:1] in ("+", "-") else text
+    if not _digits(unsigned, 1, 12):
         raise ConfigError(f"parameter {name!r} must be an integer, got {quote(value)}")
     return int(text)
 
@@ -154,17 +274,81 @@ def parse_int_range(name: str, value: int, low: int, high: int) -> int:
     return value
 
 
-@dataclass(frozen=True)
 class AwsSettings:
-    """How to reach EC2: all optional; the defaults are what an EC2 instance with a role needs."""
+    """How to reach EC2: all optional; the defaults are what an EC2 instance with a role needs.
 
-    region: Optional[str] = None
-    profile: Optional[str] = None
-    role_arn: Optional[str] = None
-    endpoint_url: Optional[str] = None
-    sts_endpoint_url: Optional[str] = None
-    proxy: Optional[str] = None
-    ca_bundle: Optional[str] = None
+    Immutable, compared and hashed by its fields.
+    """
+
+    _FIELDS = (
+        "region",
+        "profile",
+        "role_arn",
+        "endpoint_url",
+        "sts_endpoint_url",
+        "proxy",
+        "ca_bundle",
+    )
+    __slots__ = _FIELDS
+    region: Final[Optional[str]]
+    profile: Final[Optional[str]]
+    role_arn: Final[Optional[str]]
+    endpoint_url: Final[Optional[str]]
+    sts_endpoint_url: Final[Optional[str]]
+    proxy: Final[Optional[str]]
+    ca_bundle: Final[Optional[str]]
+
+    def __init__(
+        self,
+        *,
+        region: Optional[str] = None,
+        profile: Optional[str] = None,
+        role_arn: Optional[str] = None,
+        endpoint_url: Optional[str] = None,
+        sts_endpoint_url: Optional[str] = None,
+        proxy: Optional[str] = None,
+        ca_bundle: Optional[str] = None,
+    ) -> None:
+        self.region = region
+        self.profile = profile
+        self.role_arn = role_arn
+        self.endpoint_url = endpoint_url
+        self.sts_endpoint_url = sts_endpoint_url
+        self.proxy = proxy
+        self.ca_bundle = ca_bundle
+
+    def _values(self) -> tuple[Optional[str], ...]:
+        return tuple(getattr(self, field) for field in self._FIELDS)
+
+    if not TYPE_CHECKING:  # mypy checks the Final fields instead
+
+        def __setattr__(self, name: str, value: object) -> None:
+            if name not in self._FIELDS or hasattr(self, name):
+                raise AttributeError(f"cannot assign to field {name!r}: AwsSettings is immutable")
+            object.__setattr__(self, name, value)  # the first time: from __init__
+
+        def __delattr__(self, name: str) -> None:
+            raise AttributeError(f"cannot delete field {name!r}: AwsSettings is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AwsSettings) or type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{field}={getattr(self, field)!r}" for field in self._FIELDS)
+        return f"{type(self).__name__}({fields})"
+
+    def __reduce__(self) -> tuple[Callable[..., AwsSettings], tuple[Optional[str], ...]]:
+        # copy, deepcopy and pickle build a new instance instead of setting slots one by one.
+        return _rebuild_aws_settings, self._values()
+
+
+def _rebuild_aws_settings(*values: Optional[str]) -> AwsSettings:
+    return AwsSettings(**dict(zip(AwsSettings._FIELDS, values)))
 
 
 def _text(params: Mapping[str, Value], name: str) -> Optional[str]:
@@ -174,15 +358,46 @@ def _text(params: Mapping[str, Value], name: str) -> Optional[str]:
     return str(value)
 
 
+def _is_region(text: str) -> bool:
+    """``xx-name-N`` (N up to 2 digits), with ``-gov`` or ``-iso...`` after ``xx`` allowed."""
+    parts = text.split("-")
+    if len(parts) == 4:
+        special = parts.pop(1)
+        if special != "gov" and not (special.startswith("iso") and _LOWER.issuperset(special)):
+            return False
+    if len(parts) != 3:
+        return False
+    country, area, number = parts
+    return len(country) == 2 and _lower(country) and _lower(area) and _digits(number, 1, 2)
+
+
+def _is_role_arn(text: str) -> bool:
+    """``arn:aws[a-z-]*:iam::<12 digits>:role/<1-512 characters of a role path and name>``"""
+    if not text.startswith("arn:aws"):
+        return False
+    partition, iam, rest = text[7:].partition(":iam::")
+    if not iam or not _PARTITION_CHARS.issuperset(partition):
+        return False
+    account, role, role_name = rest[:12], rest[12:18], rest[18:]
+    return (
+        _digits(account, 12, 12)
+        and role == ":role/"
+        and 1 <= len(role_name) <= 512
+        and _ROLE_NAME_CHARS.issuperset(role_name)
+    )
+
+
 def parse_aws_settings(params: Mapping[str, Value]) -> AwsSettings:
     region = _text(params, "region")
-    if region is not None and not _REGION_RE.fullmatch(region):
+    if region is not None and not _is_region(region):
         raise ConfigError(f"parameter 'region': {quote(region)} is not an AWS region name")
     profile = _text(params, "profile")
-    if profile is not None and not _PROFILE_RE.fullmatch(profile):
+    if profile is not None and not (
+        1 <= len(profile) <= 128 and _word(profile, _PROFILE_PUNCTUATION)
+    ):
         raise ConfigError(f"parameter 'profile': {quote(profile)} is not a profile name")
     role_arn = _text(params, "role_arn")
-    if role_arn is not None and not _ARN_RE.fullmatch(role_arn):
+    if role_arn is not None and not _is_role_arn(role_arn):
         raise ConfigError(
             f"parameter 'role_arn': {quote(role_arn)} is not an IAM role ARN "
             "(arn:aws:iam::<account>:role/<name>)"
@@ -191,7 +406,11 @@ def parse_aws_settings(params: Mapping[str, Value]) -> AwsSettings:
     sts_endpoint = _text(params, "sts_endpoint_url")
     proxy = _text(params, "proxy")
     ca_bundle = _text(params, "ca_bundle")
-    if ca_bundle is not None and not re.fullmatch(r"/[\w./+-]{1,1023}", ca_bundle):
+    if ca_bundle is not None and not (
+        ca_bundle.startswith("/")
+        and 2 <= len(ca_bundle) <= 1024
+        and _word(ca_bundle[1:], _PATH_PUNCTUATION)
+    ):
         raise ConfigError(f"parameter 'ca_bundle': {quote(ca_bundle)} is not an absolute path")
     return AwsSettings(
         region=region,

@@ -1,8 +1,8 @@
 """Meta-data documents rendered at build time, so that ``meta-data`` costs little more than
 starting Python.
 
-Rendering meta-data means importing the agent module with everything its declarations pull in
-(the shim, logging, ipaddress, ElementTree): about three times the cost of a bare Python process.
+Rendering meta-data means importing the agent's declaration and building the document with
+ElementTree: about two and a half times the cost of a bare Python process.
 ``python3 -m ipfailover.prebuilt`` (run by ``make`` and by the RPM build) renders each agent's
 document once and names the file after a checksum of the library's sources. An agent's
 ``meta-data`` prints that file only when the checksum of the sources installed next to it is the
@@ -25,9 +25,9 @@ PREBUILT_DIR = os.path.join(PACKAGE_DIR, "_metadata")
 SOURCE_PACKAGES = ("ipfailover", "ocf_shim")
 # agent name -> the module that declares it (its AGENT)
 AGENT_MODULES = {
-    "aws-overlayip": "ipfailover.overlayip",
-    "aws-secip": "ipfailover.secip",
-    "aws-eni": "ipfailover.eni",
+    "aws-overlayip": "ipfailover.overlayip_agent",
+    "aws-secip": "ipfailover.secip_agent",
+    "aws-eni": "ipfailover.eni_agent",
 }
 
 

@@ -12,28 +12,14 @@ over is never touched.
 from __future__ import annotations
 
 import ipaddress
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Union
 
-from ocf_shim import OCF, Agent, ConfigError, Context, GenericError, OCFError, Parameter
+from ocf_shim import OCF, ConfigError, Context, GenericError, OCFError, get_log
 
-from .params import (
-    AWS_PARAMETERS,
-    MONITOR_API_PARAMETER,
-    AwsSettings,
-    IPAddress,
-    Value,
-    flag,
-    parse_aws_settings,
-    parse_id,
-    parse_interface,
-    parse_ip,
-    quote,
-    standard_actions,
-)
 from .runtime import Runtime
+from .secip_agent import Config
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -41,145 +27,13 @@ if TYPE_CHECKING:
     from .aws import Api
     from .ec2 import Address, Eni
     from .node import InterfaceFacts
+    from .params import IPAddress
 
-log = logging.getLogger("ipfailover")
+log = get_log("ipfailover")
 
-NAME = "aws-secip"
 POLL_INTERVAL = 0.1  # seconds between DescribeNetworkInterfaces while a move completes
 SLOW_POLL_INTERVAL = 0.25  # after SLOW_POLL_AFTER polls: spare the account's throttling bucket
 SLOW_POLL_AFTER = 20
-
-PARAMETERS = (
-    Parameter(
-        "ip",
-        "Secondary private IP address",
-        "The service address: a free private IPv4 address of the subnet of the interface's "
-        "network interface (ENI), or an IPv6 address of that subnet's IPv6 CIDR block. It must "
-        "not be the primary private IP of any ENI. The active node holds it as a secondary "
-        "address of its ENI and configures it on the interface.",
-        required=True,
-        unique=True,
-    ),
-    Parameter(
-        "interface",
-        "Network interface",
-        "The interface that gets the address. Its ENI (found by MAC through the instance "
-        "metadata) is the one the address is assigned to.",
-        default="eth0",
-    ),
-    Parameter(
-        "cidr_netmask",
-        "Prefix length on the interface",
-        "Prefix length of the address as configured on the interface (1-32 for IPv4, 1-128 for "
-        "IPv6). When unset, the prefix length of the ENI's subnet CIDR block as the instance "
-        "metadata reports it (e.g. 24 for a /24 subnet, 64 for IPv6): the address then sits "
-        "next to the primary address of the same subnet, as AWS's own tools configure "
-        "secondary addresses.",
-        type="integer",
-    ),
-    Parameter(
-        "elastic_ip_allocation_id",
-        "Elastic IP to move with the address",
-        "Allocation id (eipalloc-...) of an Elastic IP that start associates with the address on "
-        "this node's ENI (reassociation allowed), so the public address follows the service. "
-        "IPv4 only. Needs ec2:AssociateAddress and ec2:DescribeAddresses.",
-    ),
-    Parameter(
-        "unassign_on_stop",
-        "Unassign the address on stop",
-        "When true, stop also unassigns the address from this node's ENI, if this ENI still "
-        "holds it (an address another node has taken over is never touched). When false, stop "
-        "only removes the address from the interface and the next start, wherever it runs, "
-        "moves it. If the AWS part of stop cannot complete, stop logs a warning and still "
-        "succeeds: the address is off this node, and the next start reassigns it anyway.",
-        type="boolean",
-        default=True,
-    ),
-    MONITOR_API_PARAMETER,
-    *AWS_PARAMETERS,
-)
-
-LONGDESC = (
-    "Moves a secondary private IP address (IPv4, or IPv6) of a subnet between EC2 instances: "
-    "start assigns it to the network interface (ENI) of the active node with "
-    "AssignPrivateIpAddresses and AllowReassignment (IPv6 addresses are unassigned from the "
-    "previous holder, then assigned), waits until EC2 shows it there, optionally re-associates "
-    "an Elastic IP with it, and configures it on the interface. It replaces the pair "
-    "awsvip + IPaddr2 (and awseip). All nodes must have an interface in the same subnet. The "
-    "instance role needs ec2:DescribeNetworkInterfaces, ec2:AssignPrivateIpAddresses and "
-    "ec2:UnassignPrivateIpAddresses (for IPv6: ec2:AssignIpv6Addresses and "
-    "ec2:UnassignIpv6Addresses; with an Elastic IP: ec2:AssociateAddress and "
-    "ec2:DescribeAddresses; ec2:DescribeSubnets when the metadata lacks the subnet's block, as "
-    "for IPv6 before the ENI has an IPv6 address). validate-all checks the address against the "
-    "subnet and the ENIs without changing anything, and the Elastic IP permission with DryRun; "
-    "EC2 offers no DryRun for assigning and unassigning addresses, so those permissions show "
-    "at the first start."
-)
-
-
-# ----------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class Config:
-    ip: IPAddress
-    interface: str
-    cidr_netmask: Optional[int]
-    eip_allocation_id: Optional[str]
-    unassign_on_stop: bool
-    monitor_api: bool
-    aws: AwsSettings
-
-    @property
-    def version(self) -> int:
-        return self.ip.version
-
-
-def parse_prefixlen(name: str, value: Value, version: int) -> int:
-    """A prefix length for an address of this IP version (1..32 or 1..128)."""
-    limit = 32 if version == 4 else 128
-    if isinstance(value, bool):
-        raise ConfigError(f"parameter {name!r}: {quote(value)} is not a prefix length")
-    if isinstance(value, int):
-        number = value
-    else:
-        text = str(value).strip()
-        if not text.isdigit() or len(text) > 3:
-            raise ConfigError(
-                f"parameter {name!r}: {quote(value)} is not a prefix length (1..{limit})"
-            )
-        number = int(text)
-    if not 1 <= number <= limit:
-        raise ConfigError(
-            f"parameter {name!r}: {number} is outside 1..{limit} for an IPv{version} address"
-        )
-    return number
-
-
-def parse_config(params: Mapping[str, Value]) -> Config:
-    """Check the parameters (syntax only: nothing here asks AWS or the OS)."""
-    ip = parse_ip("ip", str(params["ip"]))  # refuses IPv4-mapped IPv6 addresses too
-    netmask = params.get("cidr_netmask")
-    eip = params.get("elastic_ip_allocation_id")
-    eip_id = parse_id("elastic_ip_allocation_id", str(eip), "eipalloc") if eip else None
-    if eip_id is not None and ip.version == 6:
-        raise ConfigError(
-            f"parameter 'elastic_ip_allocation_id': Elastic IPs are IPv4 only, but ip is {ip}"
-        )
-    return Config(
-        ip=ip,
-        interface=parse_interface("interface", str(params.get("interface") or "eth0")),
-        cidr_netmask=(
-            parse_prefixlen("cidr_netmask", netmask, ip.version)
-            if netmask is not None and netmask != ""
-            else None
-        ),
-        eip_allocation_id=eip_id,
-        unassign_on_stop=flag(params, "unassign_on_stop", True),
-        monitor_api=flag(params, "monitor_api", True),
-        aws=parse_aws_settings(params),
-    )
-
 
 # ----------------------------------------------------------------------------- pure decisions
 
@@ -490,7 +344,7 @@ def _ensure_eip(api: Api, cfg: Config, eni_id: str, known: Optional[Address], ct
 
 
 def start(ctx: Context) -> int:
-    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
+    cfg = ctx.config_as(Config)
     from . import node
 
     # Reads do not load pyroute2 (0.1 s to import); the first change does, while EC2 completes
@@ -551,7 +405,7 @@ def start(ctx: Context) -> int:
 
 
 def stop(ctx: Context) -> int:
-    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
+    cfg = ctx.config_as(Config)
     from . import ec2, node
 
     with Runtime(ctx, cfg.aws) as rt:
@@ -608,7 +462,7 @@ def stop(ctx: Context) -> int:
 
 
 def monitor(ctx: Context) -> int:
-    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
+    cfg = ctx.config_as(Config)
     from . import node
     from .aws import error_code
 
@@ -651,7 +505,7 @@ def monitor(ctx: Context) -> int:
 
 
 def validate(ctx: Context) -> int:
-    cfg = parse_config(ctx.params)  # first: bad syntax costs no client import
+    cfg = ctx.config_as(Config)
     from . import ec2, node
 
     with Runtime(ctx, cfg.aws) as rt:
@@ -676,14 +530,3 @@ def validate(ctx: Context) -> int:
             ec2.describe_address(api, cfg.eip_allocation_id)
             ec2.associate_address(api, cfg.eip_allocation_id, eni_id, str(cfg.ip), dry_run=True)
     return OCF.SUCCESS
-
-
-AGENT = Agent(
-    name=NAME,
-    version="0.1.0",
-    shortdesc="Secondary private IP address moved to the active node's network interface",
-    longdesc=LONGDESC,
-    parameters=PARAMETERS,
-    actions=standard_actions(start=30, stop=30, monitor=20, interval=10),
-    handlers={"start": start, "stop": stop, "monitor": monitor, "validate-all": validate},
-)

@@ -5,7 +5,7 @@ Standard library only; nothing is read from the environment until ``Agent.main()
 
 from __future__ import annotations
 
-from .agent import Agent, Context, Handler, redact
+from .agent import Agent, Context, check_level, lazy_handler, redact
 from .deadline import Deadline
 from .errors import (
     OCF,
@@ -18,7 +18,13 @@ from .errors import (
     UnimplementedError,
     parse_bool,
 )
-from .spec import ActionSpec, Parameter, ParamValue
+from .log import Log, get_log
+from .spec import ActionSpec, Parameter
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .agent import Handler
+    from .spec import ParamValue
 
 __all__ = [
     "OCF",
@@ -30,12 +36,16 @@ __all__ = [
     "Deadline",
     "GenericError",
     "Handler",
+    "Log",
     "NotInstalledError",
     "OCFError",
     "ParamValue",
     "Parameter",
     "PermError",
     "UnimplementedError",
+    "check_level",
+    "get_log",
+    "lazy_handler",
     "parse_bool",
     "redact",
 ]

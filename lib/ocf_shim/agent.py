@@ -1,24 +1,33 @@
-"""The agent: one declaration gives meta-data, parameter checks, logging and action dispatch."""
+"""The agent: one declaration gives meta-data, parameter checks, logging and action dispatch.
+
+Importing it costs next to nothing (no re, logging, typing, dataclasses, enum, signal or
+threading): a syntax check must cost little more than starting Python. What only a running
+handler needs (the watchdog) is imported when a handler runs.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
-import re
-import signal
 import sys
-import threading
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from types import FrameType
-from typing import Any, Callable, Optional, TextIO
 
 from .deadline import Deadline
-from .errors import OCF, ConfigError, OCFError, parse_bool
-from .spec import ActionSpec, Parameter, ParamValue, check_text
+from .errors import KNOWN_CODES, OCF, ConfigError, OCFError, parse_bool
+from .log import DEBUG, get_log
+from .spec import check_text
 
-__all__ = ["Agent", "Context", "Handler", "redact"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Callable, Optional, TypeVar
+
+    from .log import Log
+    from .spec import ActionSpec, Parameter, ParamValue
+
+    Handler = Callable[["Context"], int]
+    C = TypeVar("C")
+    ConfigParser = Callable[[Mapping[str, ParamValue]], object]
+
+__all__ = ["Agent", "Context", "check_level", "lazy_handler", "redact"]
 
 DEFAULT_TIMEOUT_S = 20
 MAX_VALUE_LEN = 4096
@@ -26,39 +35,111 @@ MAX_REASON_LEN = 512
 EXIT_REASON_PREFIX = "ocf-exit-reason:"
 SHIM_ACTIONS = ("meta-data", "usage", "help")
 SECRET_WORDS = ("secret", "token", "password", "key")
-SYSLOG_ADDRESS = "/dev/log"
 
-# C0 and C1 controls (newline included), DEL, Unicode line separators and lone surrogates (what
-# undecodable bytes in the environment turn into): none of them belongs in a parameter value.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
-
-_KNOWN_CODES = frozenset(int(c) for c in OCF)
-# Handlers each main() call added, by logger name, so a second call replaces rather than adds.
-_installed_handlers: dict[str, list[logging.Handler]] = {}
+# C0 and C1 controls (newline included), DEL and Unicode line separators: none of them belongs in
+# a parameter value or a log line. Lone surrogates (what undecodable bytes in the environment turn
+# into) neither; they are found by failing to encode, which needs no 2048-entry table.
+_CONTROL = dict.fromkeys([*range(32), *range(127, 160), 8232, 8233], " ")
 
 
-@dataclass
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _clean(text: str) -> str:
+    """``text`` with every control character and lone surrogate turned into a space."""
+    text = text.translate(_CONTROL)
+    if _has_surrogate(text):
+        text = "".join(" " if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
+
+
 class Context:
-    """What a handler gets."""
+    """What a handler gets: the action, its parameters (and the agent's parsed ``config``, when
+    the agent declares a parser), its deadline and its log."""
 
-    agent: str
-    action: str
-    params: dict[str, ParamValue]
-    deadline: Deadline
-    log: logging.Logger
-    interval_ms: int
-    is_probe: bool
-    resource: str
-    environ: Mapping[str, str]
+    __slots__ = (
+        "action",
+        "agent",
+        "config",
+        "deadline",
+        "environ",
+        "interval_ms",
+        "is_probe",
+        "log",
+        "params",
+        "resource",
+    )
+
+    def __init__(
+        self,
+        *,
+        agent: str,
+        action: str,
+        params: dict[str, ParamValue],
+        deadline: Deadline,
+        log: Log,
+        interval_ms: int,
+        is_probe: bool,
+        resource: str,
+        environ: Mapping[str, str],
+        config: object = None,
+    ) -> None:
+        self.agent = agent
+        self.action = action
+        self.params = params
+        self.config = config
+        self.deadline = deadline
+        self.log = log
+        self.interval_ms = interval_ms
+        self.is_probe = is_probe
+        self.resource = resource
+        self.environ = environ
+
+    def config_as(self, kind: type[C]) -> C:
+        """The configuration the agent's parser made (see ``Agent``), checked to be a ``kind``."""
+        if not isinstance(self.config, kind):
+            raise TypeError(f"{self.agent} {self.action}: no {kind.__name__} was parsed")
+        return self.config
 
 
-Handler = Callable[[Context], int]
+def lazy_handler(module: str, function: str) -> Handler:
+    """A handler that imports ``module`` only when it runs: an agent's declaration stays cheap
+    to import, and what only the actions need (clients, plans) is loaded for them alone."""
+
+    def handler(ctx: Context) -> int:
+        from importlib import import_module
+
+        result: int = getattr(import_module(module), function)(ctx)
+        return result
+
+    handler.__qualname__ = handler.__name__ = f"{module}.{function}"
+    return handler
+
+
+def _is_integer(text: str) -> bool:
+    """``[+-]?[0-9]+``"""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    return digits.isascii() and digits.isdigit()
+
+
+def check_level(env: Mapping[str, str]) -> Optional[int]:
+    """OCF_CHECK_LEVEL as Pacemaker passes it (``crm_resource --validate=LEVEL``, or an
+    operation's OCF_CHECK_LEVEL attribute), or None when unset or not a number."""
+    raw = env.get("OCF_CHECK_LEVEL", "").strip() or env.get("OCF_RESKEY_OCF_CHECK_LEVEL", "")
+    raw = raw.strip()
+    return int(raw) if _is_integer(raw) and len(raw) <= 6 else None
 
 
 def one_line(text: str, limit: int = MAX_REASON_LEN) -> str:
     """Make ``text`` safe as one log or exit-reason line: controls become spaces, length capped."""
-    return _CONTROL.sub(" ", text).strip()[:limit]
+    return _clean(text).strip()[:limit]
 
 
 def show(value: object, limit: int = 64) -> str:
@@ -91,9 +172,15 @@ class Agent:
         actions: Sequence[ActionSpec],
         handlers: Mapping[str, Handler],
         logger: Optional[str] = None,
+        config: Optional[ConfigParser] = None,
     ) -> None:
         """``logger`` names the logger the shim configures (default: the agent's name); a
-        library shared by several agents logs through one name and passes it here."""
+        library shared by several agents logs through one name and passes it here.
+
+        ``config`` parses the parameters into the agent's configuration (``Context.config``)
+        and raises ConfigError on bad values. It must be pure and quick (no client, no I/O): the
+        shim runs it before any handler, so bad input fails the same way in every action, and
+        validate-all with OCF_CHECK_LEVEL=0 runs it alone."""
         check_text("agent name", name)
         if one_line(name) != name or " " in name:
             raise ValueError(f"invalid agent name {name!r}")
@@ -122,6 +209,7 @@ class Agent:
         self.actions: tuple[ActionSpec, ...] = tuple(actions)
         self.handlers: dict[str, Handler] = dict(handlers)
         self.logger = logger or name
+        self.config = config
 
     # -- meta-data and usage -------------------------------------------------------------------
 
@@ -152,16 +240,16 @@ class Agent:
         if len(argv) < 2:
             sys.stderr.write(self.usage())
             _exit_reason("no action given")
-            return int(OCF.ERR_ARGS)
+            return OCF.ERR_ARGS
         action = argv[1]
         if action == "meta-data":
             sys.stdout.write(self.metadata_xml())
             sys.stdout.flush()
-            return int(OCF.SUCCESS)
+            return OCF.SUCCESS
         if action in ("usage", "help"):
             sys.stdout.write(self.usage())
             sys.stdout.flush()
-            return int(OCF.SUCCESS)
+            return OCF.SUCCESS
 
         env: Mapping[str, str] = os.environ if environ is None else environ
         # A real agent process (environment from the process) may end itself at the deadline.
@@ -169,30 +257,39 @@ class Agent:
 
     def _run(self, action: str, env: Mapping[str, str], hard_stop: bool = False) -> int:
         resource = one_line(env.get("OCF_RESOURCE_INSTANCE", ""), 128) or self.name
-        log = _setup_logging(self.name, resource, env, self.logger)
+        tag = f"{self.name}({resource})[{os.getpid()}]"
+        log = get_log(self.logger).configure(tag, env)
 
         handler = self.handlers.get(action)
         if handler is None:
             reason = f"action {show(action)} is not implemented by {self.name}"
             log.error("%s", one_line(reason))
             _exit_reason(reason)
-            return int(OCF.ERR_UNIMPLEMENTED)
+            return OCF.ERR_UNIMPLEMENTED
 
         deadline = Deadline(self._budget(action, env))
         try:
-            with _Watchdog(deadline, f"running {action}", log if hard_stop else None):
-                params = self._read_params(env)
+            params = self._read_params(env)
+            if log.enabled(DEBUG):
                 log.debug(
                     "%s starting (timeout %.0fs): %s",
                     action,
                     deadline.total,
                     ", ".join(f"{n}={redact(n, v)}" for n, v in params.items()) or "-",
                 )
+            config = self.config(params) if self.config is not None else None
+            if action == "validate-all" and self.config is not None and check_level(env) == 0:
+                log.debug("validate-all at OCF_CHECK_LEVEL 0: the parameters are valid")
+                return OCF.SUCCESS
+            from .watchdog import Watchdog
+
+            with Watchdog(deadline, f"running {action}", log if hard_stop else None):
                 interval_ms = _int_or_zero(env.get("OCF_RESKEY_CRM_meta_interval"))
                 ctx = Context(
                     agent=self.name,
                     action=action,
                     params=params,
+                    config=config,
                     deadline=deadline,
                     log=log,
                     interval_ms=interval_ms,
@@ -210,13 +307,13 @@ class Agent:
             log.error("%s", one_line(reason))
             log.debug("traceback of the unexpected error", exc_info=True)
             _exit_reason(reason)
-            return int(OCF.ERR_GENERIC)
+            return OCF.ERR_GENERIC
 
-        if isinstance(rc, bool) or not isinstance(rc, int) or int(rc) not in _KNOWN_CODES:
+        if isinstance(rc, bool) or not isinstance(rc, int) or int(rc) not in KNOWN_CODES:
             reason = f"the {action} handler returned an invalid exit code {show(rc)}"
             log.error("%s", reason)
             _exit_reason(reason)
-            return int(OCF.ERR_GENERIC)
+            return OCF.ERR_GENERIC
         log.debug("%s finished with %d after %.1fs", action, int(rc), deadline.elapsed())
         return int(rc)
 
@@ -259,14 +356,14 @@ def _check_value(name: str, raw: str) -> None:
         raise ConfigError(
             f"parameter {show(name)} is longer than {MAX_VALUE_LEN} characters ({len(raw)})"
         )
-    if _CONTROL.search(raw):
+    if _clean(raw) != raw:
         raise ConfigError(f"parameter {show(name)} contains a newline or control character")
 
 
 def _convert(p: Parameter, raw: str) -> ParamValue:
     if p.type == "integer":
         text = raw.strip()
-        if not _INTEGER.match(text):
+        if not _is_integer(text):
             raise ConfigError(f"parameter {p.name!r} must be an integer, got {redact(p.name, raw)}")
         return int(text)
     if p.type == "boolean":
@@ -285,7 +382,7 @@ def _int_or_zero(raw: Optional[str]) -> int:
     if raw is None:
         return 0
     text = raw.strip()
-    if len(text) > 18 or not _INTEGER.match(text):
+    if len(text) > 18 or not _is_integer(text):
         return 0
     return max(0, int(text))
 
@@ -294,145 +391,3 @@ def _exit_reason(reason: str) -> None:
     """Write the exit reason Pacemaker shows; it must be the last line on stderr."""
     sys.stderr.write(f"{EXIT_REASON_PREFIX}{one_line(reason) or 'unknown error'}\n")
     sys.stderr.flush()
-
-
-class _Watchdog:
-    """A SIGALRM at the deadline raises the timed-out error in the main thread.
-
-    It is the backstop for code that blocks without looking at the deadline. On exit it disarms,
-    restores the previous handler and re-arms any timer that was pending before (pytest-timeout).
-
-    A signal handler only runs between Python bytecodes: a main thread stuck in C (a DNS lookup
-    that waits for an unreachable resolver, a blocking system call) would not see it until the
-    call returns, possibly after Pacemaker's timeout. So, given ``hard_stop`` (the logger), a
-    thread ends the process at half the deadline's margin past it, with the exit reason.
-    """
-
-    def __init__(
-        self, deadline: Deadline, doing: str, hard_stop: Optional[logging.Logger] = None
-    ) -> None:
-        self._deadline = deadline
-        self._doing = doing
-        self._armed = False
-        self._disarming = False
-        self._old_handler: Any = signal.SIG_DFL
-        self._old_timer = (0.0, 0.0)
-        self._armed_at = 0.0
-        self._hard_stop = hard_stop
-        self._done = threading.Event()
-
-    def _fire(self, signum: int, frame: Optional[FrameType]) -> None:
-        if not self._disarming:
-            raise self._deadline.timeout_error(self._doing)
-
-    def _last_resort(self, log: logging.Logger) -> None:
-        if self._done.wait(self._deadline.remaining() + self._deadline.margin / 2):
-            return
-        reason = (
-            f"{self._deadline.timeout_error(self._doing).reason} (blocked in a system call, "
-            "such as a DNS lookup; ended before the cluster's timeout)"
-        )
-        try:
-            # Logging may wait for a lock the stuck thread holds: give it a moment only.
-            writer = threading.Thread(target=log.error, args=("%s", one_line(reason)), daemon=True)
-            writer.start()
-            writer.join(0.2)
-            os.write(2, f"{EXIT_REASON_PREFIX}{one_line(reason)}\n".encode("utf-8", "replace"))
-        finally:
-            os._exit(int(OCF.ERR_GENERIC))
-
-    def __enter__(self) -> _Watchdog:
-        if self._hard_stop is not None:
-            threading.Thread(
-                target=self._last_resort, args=(self._hard_stop,), name="deadline", daemon=True
-            ).start()
-        if not hasattr(signal, "setitimer") or threading.current_thread() is not (
-            threading.main_thread()
-        ):
-            return self
-        self._old_handler = signal.signal(signal.SIGALRM, self._fire)
-        self._armed_at = time.monotonic()
-        self._armed = True
-        self._old_timer = signal.setitimer(
-            signal.ITIMER_REAL, max(self._deadline.remaining(), 0.001)
-        )
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._done.set()
-        if not self._armed:
-            return
-        self._disarming = True
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:
-            old = self._old_handler
-            signal.signal(signal.SIGALRM, signal.SIG_DFL if old is None else old)
-            delay, interval = self._old_timer
-            if delay > 0:
-                left = delay - (time.monotonic() - self._armed_at)
-                signal.setitimer(signal.ITIMER_REAL, max(left, 0.001), interval)
-            self._armed = False
-
-
-def _setup_logging(agent: str, resource: str, env: Mapping[str, str], name: str) -> logging.Logger:
-    """Configure the logger ``name`` from HA_LOGFACILITY, HA_LOGFILE and HA_debug."""
-    log = logging.getLogger(name)
-    for old in _installed_handlers.pop(name, []):
-        log.removeHandler(old)
-        old.close()
-    log.propagate = False
-    log.setLevel(logging.DEBUG if _debug_level(env.get("HA_debug")) > 0 else logging.INFO)
-
-    tag = f"{agent}({resource})[{os.getpid()}]".replace("%", "%%")
-    plain = logging.Formatter(f"{tag}: %(levelname)s: %(message)s")
-    stamped = logging.Formatter(f"%(asctime)s {tag}: %(levelname)s: %(message)s")
-    handlers: list[logging.Handler] = []
-
-    facility = env.get("HA_LOGFACILITY", "").strip().lower()
-    if facility and facility != "none":
-        syslog = _syslog_handler(facility)
-        if syslog is not None:
-            syslog.setFormatter(plain)
-            handlers.append(syslog)
-    logfile = env.get("HA_LOGFILE", "")
-    if logfile:
-        try:
-            filehandler = logging.FileHandler(logfile, mode="a", encoding="utf-8")
-        except OSError:
-            pass
-        else:
-            filehandler.setFormatter(stamped)
-            handlers.append(filehandler)
-    if not handlers:
-        stream: TextIO = sys.stderr
-        stderr = logging.StreamHandler(stream)
-        stderr.setFormatter(stamped)
-        handlers.append(stderr)
-
-    for h in handlers:
-        log.addHandler(h)
-    _installed_handlers[name] = handlers
-    return log
-
-
-def _syslog_handler(facility: str) -> Optional[logging.Handler]:
-    if not os.path.exists(SYSLOG_ADDRESS):
-        return None
-    import logging.handlers
-
-    code = logging.handlers.SysLogHandler.facility_names.get(
-        facility, logging.handlers.SysLogHandler.LOG_DAEMON
-    )
-    try:
-        return logging.handlers.SysLogHandler(address=SYSLOG_ADDRESS, facility=code)
-    except OSError:
-        return None
-
-
-def _debug_level(raw: Optional[str]) -> float:
-    """HA_debug is a number; anything else means 0."""
-    try:
-        return float(raw) if raw is not None else 0.0
-    except ValueError:
-        return 0.0

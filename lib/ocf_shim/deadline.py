@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
 
 from .errors import GenericError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
 
 
 class Deadline:

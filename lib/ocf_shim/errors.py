@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import enum
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 
-class OCF(enum.IntEnum):
-    """Exit codes of the OCF resource agent API 1.1."""
+class OCF:
+    """Exit codes of the OCF resource agent API 1.1 (plain ints: no enum to import)."""
 
     SUCCESS = 0
     ERR_GENERIC = 1
@@ -30,13 +31,20 @@ class OCFError(Exception):
     Subclasses fix ``rc``; ``OCFError`` itself defaults to ``OCF.ERR_GENERIC``.
     """
 
-    rc: OCF = OCF.ERR_GENERIC
+    rc: int = OCF.ERR_GENERIC
 
-    def __init__(self, reason: str, rc: Optional[OCF] = None) -> None:
+    def __init__(self, reason: str, rc: Optional[int] = None) -> None:
         super().__init__(reason)
         self.reason = reason
         if rc is not None:
-            self.rc = OCF(rc)
+            if rc not in KNOWN_CODES:
+                raise ValueError(f"{rc!r} is not an OCF exit code")
+            self.rc = int(rc)
+
+
+KNOWN_CODES = frozenset(
+    value for name, value in vars(OCF).items() if name.isupper() and isinstance(value, int)
+)
 
 
 class GenericError(OCFError):

@@ -1,12 +1,12 @@
-"""Declarations of an agent's parameters and actions."""
+"""Declarations of an agent's parameters and actions (plain classes: no dataclasses, no re)."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Optional, Union
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Union
 
-ParamValue = Union[str, int, bool, None]
+    ParamValue = Union[str, int, bool, None]
 
 PARAMETER_TYPES = ("string", "integer", "boolean")
 
@@ -32,33 +32,99 @@ DTD_ACTIONS = frozenset(
     }
 )
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_NAME_REST = _NAME_START | frozenset("0123456789")
 # Characters XML 1.0 cannot carry, plus the other C0/C1 controls: keep descriptions printable.
-_BAD_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+# (Lone surrogates too: they are found by failing to encode.)
+_BAD_TEXT = frozenset(
+    [chr(c) for c in range(0x20) if chr(c) not in "\t\n\r"]
+    + [chr(c) for c in range(0x7F, 0xA0)]
+    + ["\ufffe", "\uffff"]
+)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_name(name: object) -> bool:
+    """``[A-Za-z_][A-Za-z0-9_]*``"""
+    return isinstance(name, str) and name[:1] in _NAME_START and _NAME_REST.issuperset(name)
 
 
 def check_text(what: str, text: str, *, empty_ok: bool = False) -> None:
     """Reject text that would make invalid or misleading XML."""
     if not isinstance(text, str) or not (empty_ok or text.strip()):
         raise ValueError(f"{what} must be a non-empty string")
-    if _BAD_TEXT.search(text):
+    if not _BAD_TEXT.isdisjoint(text) or not _encodable(text):
         raise ValueError(f"{what} contains control characters")
 
 
-@dataclass(frozen=True)
-class Parameter:
+class _Frozen:
+    """Value semantics for a declaration: compared and hashed by its fields, never changed."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f) for f in self.__slots__)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _set(self, **fields: object) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
+        return f"{type(self).__name__}({shown})"
+
+
+class Parameter(_Frozen):
     """One instance parameter, passed to the agent as ``OCF_RESKEY_<name>``."""
 
+    __slots__ = ("default", "longdesc", "name", "required", "shortdesc", "type", "unique")
     name: str
     shortdesc: str
     longdesc: str
-    type: str = "string"
-    default: ParamValue = None
-    required: bool = False
-    unique: bool = False
+    type: str
+    default: ParamValue
+    required: bool
+    unique: bool
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
+    def __init__(  # noqa: PLR0917 - the declaration reads best positionally
+        self,
+        name: str,
+        shortdesc: str,
+        longdesc: str,
+        type: str = "string",
+        default: ParamValue = None,
+        required: bool = False,
+        unique: bool = False,
+    ) -> None:
+        self._set(
+            name=name,
+            shortdesc=shortdesc,
+            longdesc=longdesc,
+            type=type,
+            default=default,
+            required=required,
+            unique=unique,
+        )
+        self._check()
+
+    def _check(self) -> None:
+        if not _is_name(self.name):
             raise ValueError(f"invalid parameter name {self.name!r}")
         if self.name.startswith("CRM_meta_"):
             raise ValueError(f"parameter name {self.name!r} is reserved for Pacemaker")
@@ -94,16 +160,22 @@ class Parameter:
         return str(self.default)
 
 
-@dataclass(frozen=True)
-class ActionSpec:
+class ActionSpec(_Frozen):
     """One advertised action; times are in whole seconds."""
 
+    __slots__ = ("depth", "interval", "name", "timeout")
     name: str
     timeout: int
-    interval: Optional[int] = None
-    depth: Optional[int] = None
+    interval: Optional[int]
+    depth: Optional[int]
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, name: str, timeout: int, interval: Optional[int] = None, depth: Optional[int] = None
+    ) -> None:
+        self._set(name=name, timeout=timeout, interval=interval, depth=depth)
+        self._check()
+
+    def _check(self) -> None:
         if self.name not in DTD_ACTIONS:
             raise ValueError(f"action {self.name!r} is not one ra-api-1.dtd allows")
         if not _positive_int(self.timeout):

@@ -1,13 +1,14 @@
 """The benchmark: our agents and the incumbents side by side, as whole processes in the lab.
 
 ``python -m lab.bench`` (``make bench``) runs, in one lab and one run, every action (meta-data,
-validate-all, probe, start, monitor, stop; and for ours validate-all with a malformed parameter,
-"bad input": the syntax check alone) of our agents and of Debian's resource-agents
-``aws-vpc-move-ip`` (monapi=true, lookup_type=NetworkInterfaceId), ``awsvip`` and ``awseip``
-(wired in by lab.incumbents), each ``--runs`` times, and prints per action the median, min and
-max wall time, the CPU time and peak RSS of the process (with its children: the incumbents'
-AWS CLI processes), the EC2 API calls it made (the lab's call log, CLI calls included), the
-IMDS requests and the AWS CLI processes it started; the ratio ours / theirs per comparable row;
+validate-all, probe, start, monitor, stop; and for ours the syntax check alone: validate-all at
+OCF_CHECK_LEVEL=0, "syntax check", and with a malformed parameter, "bad input") of our agents and
+of Debian's resource-agents ``aws-vpc-move-ip`` (monapi=true, lookup_type=NetworkInterfaceId),
+``awsvip`` and ``awseip`` (wired in by lab.incumbents), each ``--runs`` times, and prints per
+action the median, min and max wall time, the CPU time and peak RSS of the process (with its
+children: the incumbents' AWS CLI processes), the EC2 API calls it made (the lab's call log,
+CLI calls included), the IMDS requests and the AWS CLI processes it started; the ratio ours /
+theirs per comparable row;
 and ours / floor against two floors measured in the same run (before every case, so they span
 it): a bare Python process, and one that only imports botocore and makes one DescribeRouteTables
 call.
@@ -24,6 +25,7 @@ fork and exec), so without GNU time the column is only an upper bound and says s
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -46,10 +48,22 @@ client = session.create_client("ec2", region_name="{region}", endpoint_url="{end
 client.describe_route_tables(RouteTableIds=["{table}"])
 """
 GNU_TIME = Path("/usr/bin/time")
-ACTIONS = ("meta-data", "validate-all", "bad input", "probe", "start", "monitor", "stop")
+ACTIONS = (
+    "meta-data",
+    "validate-all",
+    "syntax check",
+    "bad input",
+    "probe",
+    "start",
+    "monitor",
+    "stop",
+)
+# Rows of ours only: the incumbents have no syntax-only check.
+OURS_ONLY = ("syntax check", "bad input")
 EXPECTED_RC = {
     "meta-data": 0,
     "validate-all": 0,
+    "syntax check": 0,  # validate-all at OCF_CHECK_LEVEL=0 (crm_resource --validate=0)
     "bad input": 6,  # validate-all with a malformed parameter: the syntax check alone
     "probe": 7,
     "start": 0,
@@ -228,7 +242,14 @@ class Meter:
         if self.cli:
             self.cli.reset()
 
-    def agent(self, node: str, member: Member, action: str, interval_ms: Optional[int]) -> Sample:
+    def agent(
+        self,
+        node: str,
+        member: Member,
+        action: str,
+        interval_ms: Optional[int],
+        extra_env: Optional[dict[str, str]] = None,
+    ) -> Sample:
         self._reset()
         result = self.lab.run_agent(
             node,
@@ -238,6 +259,7 @@ class Meter:
             timeout_ms=member.timeout_ms,
             interval_ms=interval_ms,
             python=member.python,
+            extra_env=extra_env,
             wrapper=self._prefix(),
         )
         if result.timed_out:
@@ -345,17 +367,19 @@ def measure(
 
     def run(node: str, action: str, record: bool = True) -> None:
         probe = action == "probe"
-        verb = {"probe": "monitor", "bad input": "validate-all"}.get(action, action)
+        verb = {"probe": "monitor"}.get(action, action)
+        verb = "validate-all" if action in OURS_ONLY else verb
         interval = MONITOR_INTERVAL_MS if verb == "monitor" and not probe else None
         members = list(reversed(case.members) if action == "stop" else case.members)
+        if action in OURS_ONLY and case.role != "ours":
+            return
         if action == "bad input":
-            if case.role != "ours":
-                return
             name, value = BAD_INPUT[case.agent]
             members = [replace(m, params={**m.params, name: value}) for m in case.members]
+        level = {"OCF_CHECK_LEVEL": "0"} if action == "syntax check" else None
         samples = []
         for member in members:
-            sample = meter.agent(node, member, verb, interval)
+            sample = meter.agent(node, member, verb, interval, level)
             samples.append(sample)
             if record and grouped:
                 row(member.agent, action, "member").add(sample)
@@ -366,6 +390,7 @@ def measure(
         progress(f"  run {number}/{runs}")
         run("a", "meta-data")
         run("a", "validate-all")
+        run("a", "syntax check")
         run("a", "bad input")
         run("b", "start", record=False)  # b holds it, so a's start is a takeover
         run("a", "probe")  # a probe on a node that does not hold it
@@ -545,6 +570,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not tables or any(t < 1 or t > 3 for t in tables):
         parser.error("--tables takes counts from 1 to 3 (the lab has 3 route tables)")
     agents, notes = _select(args.agents)
+    # As installed (the RPM ships byte code): without it, and with PYTHONDONTWRITEBYTECODE set,
+    # every agent process would compile every module it imports.
+    compileall.compile_dir(str(AGENTS_DIR.parent / "lib"), quiet=1)
     rows: dict[tuple[str, str, str], Row] = {}
     load_before = os.getloadavg()
     with (
