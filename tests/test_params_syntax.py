@@ -10,10 +10,8 @@ Addresses are also compared with :func:`ipaddress.ip_address` directly.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import os
-import pickle
 import re
 import subprocess
 import sys
@@ -233,7 +231,7 @@ def outcome(function: Callable[..., object], *args: object) -> tuple[object, ...
     except ConfigError as exc:
         return ("error", type(exc).__name__, exc.rc, str(exc))
     if isinstance(result, (AwsSettings, params.AwsSettings)):
-        result = tuple(getattr(result, f) for f in params.AwsSettings._FIELDS)
+        result = tuple(getattr(result, f) for f in params.AwsSettings.__slots__)
     return ("ok", result)
 
 
@@ -744,34 +742,6 @@ def test_id_list_examples(value: str) -> None:
 )  # fmt: skip
 def test_integer_examples(value: Value) -> None:
     assert outcome(params.integer, {"n": value}, "n") == outcome(old_integer, {"n": value}, "n")
-
-
-# =============================================================================================
-# AwsSettings as a plain class
-# =============================================================================================
-
-
-def test_aws_settings_class_behaves_like_the_dataclass() -> None:
-    fields = {"region": "eu-central-1", "proxy": "http://p:3128"}
-    new, old = params.AwsSettings(**fields), AwsSettings(**fields)
-    assert repr(new) == repr(old)
-    assert hash(new) == hash(old)
-    assert new == params.AwsSettings(**fields)
-    assert new != params.AwsSettings()
-    assert new != old  # another class, as two dataclasses would be
-    assert params.AwsSettings() == params.AwsSettings(region=None)
-    assert {new, params.AwsSettings(**fields)} == {new}
-    assert new.region == "eu-central-1"
-    assert new.ca_bundle is None
-    with pytest.raises(AttributeError):
-        new.region = "us-east-1"  # type: ignore[misc]
-    with pytest.raises(AttributeError):
-        del new.proxy
-    with pytest.raises(AttributeError):
-        new.other = 1  # type: ignore[attr-defined]
-    assert copy.copy(new) == new
-    assert copy.deepcopy(new) == new
-    assert pickle.loads(pickle.dumps(new)) == new  # noqa: S301 - our own bytes
 
 
 # =============================================================================================

@@ -550,3 +550,20 @@ def test_monitor_does_not_import_pyroute2(lab: Any) -> None:
     )
     out = lab.ns_exec("a", [sys.executable, "-c", code], env=env, check=True).stdout
     assert out.strip().splitlines()[-1] == "rc 0 False"
+
+
+def test_the_actions_log_to_the_ha_log(lab: Any, tmp_path: Any) -> None:
+    """Each agent's library logger is the one the shim configures: a start's own records reach
+    HA_LOGFILE under the resource's tag (aws-secip once lost them; only warnings surfaced)."""
+    logfile = tmp_path / "ha.log"
+    env = {"HA_LOGFILE": str(logfile), "OCF_RESOURCE_INSTANCE": "vip"}
+    p = params(lab)
+    try:
+        assert run(lab, "a", "start", p, extra_env=env).rc == 0
+        assert run(lab, "a", "stop", p, extra_env=env).rc == 0
+    finally:
+        run(lab, "a", "stop", p)
+    lines = logfile.read_text().splitlines()
+    assert any("aws-secip(vip)[" in line and ": INFO: " in line and f"configured {IP}/" in line
+               for line in lines), lines  # fmt: skip
+    assert any(f"removed {IP}/" in line for line in lines), lines

@@ -12,9 +12,8 @@ from ocf_shim import Agent, ConfigError, Parameter, lazy_handler
 from .params import (
     AWS_PARAMETERS,
     MONITOR_API_PARAMETER,
-    address_version,
+    HasAddress,
     flag,
-    ip_object,
     parse_aws_settings,
     parse_choice,
     parse_id_list,
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Optional
 
-    from .params import AwsSettings, IPAddress, Value
+    from .params import AwsSettings, Value
 
 HANDLERS = {"start": "start", "stop": "stop", "monitor": "monitor", "validate-all": "validate"}
 
@@ -108,9 +107,8 @@ LONGDESC = (
 # ----------------------------------------------------------------------------- configuration
 
 
-class Config:
-    """The parameters, checked. ``ip`` is made from ``ip_text`` when first used: the syntax
-    check itself has no use for the ipaddress module."""
+class Config(HasAddress):
+    """The parameters, checked."""
 
     __slots__ = (
         "aws",
@@ -148,12 +146,8 @@ class Config:
         self.aws = aws
 
     @property
-    def ip(self) -> IPAddress:
-        return ip_object(self.ip_text)
-
-    @property
     def cidr(self) -> str:
-        return f"{self.ip_text}/{32 if address_version(self.ip_text) == 4 else 128}"
+        return f"{self.ip_text}/{32 if self.version == 4 else 128}"
 
 
 def parse_config(params: Mapping[str, Value]) -> Config:

@@ -25,8 +25,8 @@ from .ipsyntax import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ipaddress
-    from collections.abc import Callable, Mapping
-    from typing import Final, Optional, Union
+    from collections.abc import Mapping
+    from typing import Optional, Union
 
     IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
     Value = Union[str, int, bool, None]
@@ -115,6 +115,22 @@ def ip_object(text: str) -> IPAddress:
     import ipaddress
 
     return ipaddress.ip_address(text)
+
+
+class HasAddress:
+    """A configuration whose service address is ``ip_text`` (canonical text): ``ip`` is its
+    ipaddress object, made when an action uses it (a syntax check does not)."""
+
+    __slots__ = ()
+    ip_text: str
+
+    @property
+    def ip(self) -> IPAddress:
+        return ip_object(self.ip_text)
+
+    @property
+    def version(self) -> int:
+        return address_version(self.ip_text)
 
 
 def parse_ipv6_gateway(value: Value) -> Optional[str]:
@@ -275,28 +291,17 @@ def parse_int_range(name: str, value: int, low: int, high: int) -> int:
 
 
 class AwsSettings:
-    """How to reach EC2: all optional; the defaults are what an EC2 instance with a role needs.
+    """How to reach EC2: all optional; the defaults are what an EC2 instance with a role needs."""
 
-    Immutable, compared and hashed by its fields.
-    """
-
-    _FIELDS = (
-        "region",
-        "profile",
-        "role_arn",
-        "endpoint_url",
-        "sts_endpoint_url",
-        "proxy",
+    __slots__ = (
         "ca_bundle",
+        "endpoint_url",
+        "profile",
+        "proxy",
+        "region",
+        "role_arn",
+        "sts_endpoint_url",
     )
-    __slots__ = _FIELDS
-    region: Final[Optional[str]]
-    profile: Final[Optional[str]]
-    role_arn: Final[Optional[str]]
-    endpoint_url: Final[Optional[str]]
-    sts_endpoint_url: Final[Optional[str]]
-    proxy: Final[Optional[str]]
-    ca_bundle: Final[Optional[str]]
 
     def __init__(
         self,
@@ -316,39 +321,6 @@ class AwsSettings:
         self.sts_endpoint_url = sts_endpoint_url
         self.proxy = proxy
         self.ca_bundle = ca_bundle
-
-    def _values(self) -> tuple[Optional[str], ...]:
-        return tuple(getattr(self, field) for field in self._FIELDS)
-
-    if not TYPE_CHECKING:  # mypy checks the Final fields instead
-
-        def __setattr__(self, name: str, value: object) -> None:
-            if name not in self._FIELDS or hasattr(self, name):
-                raise AttributeError(f"cannot assign to field {name!r}: AwsSettings is immutable")
-            object.__setattr__(self, name, value)  # the first time: from __init__
-
-        def __delattr__(self, name: str) -> None:
-            raise AttributeError(f"cannot delete field {name!r}: AwsSettings is immutable")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, AwsSettings) or type(other) is not type(self):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{field}={getattr(self, field)!r}" for field in self._FIELDS)
-        return f"{type(self).__name__}({fields})"
-
-    def __reduce__(self) -> tuple[Callable[..., AwsSettings], tuple[Optional[str], ...]]:
-        # copy, deepcopy and pickle build a new instance instead of setting slots one by one.
-        return _rebuild_aws_settings, self._values()
-
-
-def _rebuild_aws_settings(*values: Optional[str]) -> AwsSettings:
-    return AwsSettings(**dict(zip(AwsSettings._FIELDS, values)))
 
 
 def _text(params: Mapping[str, Value], name: str) -> Optional[str]:

@@ -12,9 +12,9 @@ from ocf_shim import Agent, ConfigError, Parameter, lazy_handler
 from .params import (
     AWS_PARAMETERS,
     MONITOR_API_PARAMETER,
+    HasAddress,
     address_version,
     flag,
-    ip_object,
     parse_aws_settings,
     parse_id,
     parse_interface,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Optional
 
-    from .params import AwsSettings, IPAddress, Value
+    from .params import AwsSettings, Value
 
 HANDLERS = {"start": "start", "stop": "stop", "monitor": "monitor", "validate-all": "validate"}
 
@@ -105,9 +105,8 @@ LONGDESC = (
 # ----------------------------------------------------------------------------- configuration
 
 
-class Config:
-    """The parameters, checked. ``ip`` is made from ``ip_text`` when first used: the syntax
-    check itself has no use for the ipaddress module."""
+class Config(HasAddress):
+    """The parameters, checked."""
 
     __slots__ = (
         "aws",
@@ -137,14 +136,6 @@ class Config:
         self.unassign_on_stop = unassign_on_stop
         self.monitor_api = monitor_api
         self.aws = aws
-
-    @property
-    def ip(self) -> IPAddress:
-        return ip_object(self.ip_text)
-
-    @property
-    def version(self) -> int:
-        return address_version(self.ip_text)
 
 
 def parse_prefixlen(name: str, value: Value, version: int) -> int:

@@ -13,7 +13,7 @@ import sys
 from .deadline import Deadline
 from .errors import KNOWN_CODES, OCF, ConfigError, OCFError, parse_bool
 from .log import DEBUG, get_log
-from .spec import check_text
+from .spec import check_text, encodable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,20 +42,10 @@ SECRET_WORDS = ("secret", "token", "password", "key")
 _CONTROL = dict.fromkeys([*range(32), *range(127, 160), 8232, 8233], " ")
 
 
-def _has_surrogate(text: str) -> bool:
-    if text.isascii():
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def _clean(text: str) -> str:
     """``text`` with every control character and lone surrogate turned into a space."""
     text = text.translate(_CONTROL)
-    if _has_surrogate(text):
+    if not encodable(text):
         text = "".join(" " if "\ud800" <= c <= "\udfff" else c for c in text)
     return text
 

@@ -43,7 +43,10 @@ _BAD_TEXT = frozenset(
 )
 
 
-def _encodable(text: str) -> bool:
+def encodable(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate (what undecodable bytes turn into)."""
+    if text.isascii():
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -60,7 +63,7 @@ def check_text(what: str, text: str, *, empty_ok: bool = False) -> None:
     """Reject text that would make invalid or misleading XML."""
     if not isinstance(text, str) or not (empty_ok or text.strip()):
         raise ValueError(f"{what} must be a non-empty string")
-    if not _BAD_TEXT.isdisjoint(text) or not _encodable(text):
+    if not _BAD_TEXT.isdisjoint(text) or not encodable(text):
         raise ValueError(f"{what} contains control characters")
 
 
