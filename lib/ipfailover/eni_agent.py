@@ -7,7 +7,7 @@ live in :mod:`ipfailover.eni`, imported when one runs.
 
 from __future__ import annotations
 
-from ocf_shim import Agent, ConfigError, Parameter, lazy_handler
+from ocf_shim import Agent, ConfigError, Parameter
 
 from .params import (
     AWS_PARAMETERS,
@@ -18,6 +18,7 @@ from .params import (
     parse_id,
     parse_ipv6_gateway,
     standard_actions,
+    standard_handlers,
 )
 
 TYPE_CHECKING = False
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from typing import Optional
 
     from .params import AwsSettings, Value
-
-HANDLERS = {"start": "start", "stop": "stop", "monitor": "monitor", "validate-all": "validate"}
 
 NAME = "aws-eni"
 
@@ -219,9 +218,7 @@ AGENT = Agent(
     longdesc=LONGDESC,
     parameters=PARAMETERS,
     actions=standard_actions(start=60, stop=60, monitor=20, interval=10),
-    handlers={
-        action: lazy_handler("ipfailover.eni", function) for action, function in HANDLERS.items()
-    },
+    handlers=standard_handlers("ipfailover.eni"),
     logger="ipfailover",
     config=parse_config,
 )

@@ -7,7 +7,7 @@ live in :mod:`ipfailover.overlayip`, imported when one runs.
 
 from __future__ import annotations
 
-from ocf_shim import Agent, ConfigError, Parameter, lazy_handler
+from ocf_shim import Agent, ConfigError, Parameter
 
 from .params import (
     AWS_PARAMETERS,
@@ -22,6 +22,7 @@ from .params import (
     parse_tag,
     quote,
     standard_actions,
+    standard_handlers,
 )
 
 TYPE_CHECKING = False
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from typing import Optional
 
     from .params import AwsSettings, Value
-
-HANDLERS = {"start": "start", "stop": "stop", "monitor": "monitor", "validate-all": "validate"}
 
 NAME = "aws-overlayip"
 SDC_CHOICES = ("verify", "disable", "ignore")
@@ -189,10 +188,7 @@ AGENT = Agent(
     longdesc=LONGDESC,
     parameters=PARAMETERS,
     actions=standard_actions(start=30, stop=20, monitor=20, interval=10),
-    handlers={
-        action: lazy_handler("ipfailover.overlayip", function)
-        for action, function in HANDLERS.items()
-    },
+    handlers=standard_handlers("ipfailover.overlayip"),
     logger="ipfailover",
     config=parse_config,
 )

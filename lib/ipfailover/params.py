@@ -7,7 +7,7 @@ so nothing a user typed can forge log lines or exit reasons.
 
 from __future__ import annotations
 
-from ocf_shim import ActionSpec, ConfigError, Parameter
+from ocf_shim import ActionSpec, ConfigError, Parameter, lazy_handler
 
 from .ipsyntax import (
     ipv4_mapped,
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import ipaddress
     from collections.abc import Mapping
     from typing import Optional, Union
+
+    from ocf_shim import Handler
 
     IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
     Value = Union[str, int, bool, None]
@@ -465,3 +467,10 @@ def standard_actions(
         ActionSpec("validate-all", timeout=20),
         ActionSpec("meta-data", timeout=5),
     )
+
+
+def standard_handlers(module: str) -> dict[str, Handler]:
+    """The handlers of the standard actions: the functions start, stop, monitor and validate of
+    ``module``, imported when an action runs (the declaration stays cheap to import)."""
+    functions = {"start": "start", "stop": "stop", "monitor": "monitor", "validate-all": "validate"}
+    return {action: lazy_handler(module, function) for action, function in functions.items()}

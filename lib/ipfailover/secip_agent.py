@@ -7,7 +7,7 @@ live in :mod:`ipfailover.secip`, imported when one runs.
 
 from __future__ import annotations
 
-from ocf_shim import Agent, ConfigError, Parameter, lazy_handler
+from ocf_shim import Agent, ConfigError, Parameter
 
 from .params import (
     AWS_PARAMETERS,
@@ -21,6 +21,7 @@ from .params import (
     parse_ip,
     quote,
     standard_actions,
+    standard_handlers,
 )
 
 TYPE_CHECKING = False
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from typing import Optional
 
     from .params import AwsSettings, Value
-
-HANDLERS = {"start": "start", "stop": "stop", "monitor": "monitor", "validate-all": "validate"}
 
 NAME = "aws-secip"
 
@@ -192,9 +191,7 @@ AGENT = Agent(
     longdesc=LONGDESC,
     parameters=PARAMETERS,
     actions=standard_actions(start=30, stop=30, monitor=20, interval=10),
-    handlers={
-        action: lazy_handler("ipfailover.secip", function) for action, function in HANDLERS.items()
-    },
+    handlers=standard_handlers("ipfailover.secip"),
     logger="ipfailover",
     config=parse_config,
 )

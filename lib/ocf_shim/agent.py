@@ -122,8 +122,9 @@ def _is_integer(text: str) -> bool:
 def check_level(env: Mapping[str, str]) -> Optional[int]:
     """OCF_CHECK_LEVEL as Pacemaker passes it (``crm_resource --validate=LEVEL``, or an
     operation's OCF_CHECK_LEVEL attribute), or None when unset or not a number."""
-    raw = env.get("OCF_CHECK_LEVEL", "").strip() or env.get("OCF_RESKEY_OCF_CHECK_LEVEL", "")
-    raw = raw.strip()
+    raw = (
+        env.get("OCF_CHECK_LEVEL", "").strip() or env.get("OCF_RESKEY_OCF_CHECK_LEVEL", "").strip()
+    )
     return int(raw) if _is_integer(raw) and len(raw) <= 6 else None
 
 

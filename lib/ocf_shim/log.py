@@ -3,7 +3,7 @@
 A small logger of its own rather than the ``logging`` package: importing that costs more than the
 whole syntax check of an agent. Each record is one ``write`` (or one datagram), so records of
 parallel agents never interleave in a shared file.
-A target is opened when the first record reaches it: an action that logs nothing opens nothing.
+The syslog socket is connected when the first record reaches it.
 """
 
 from __future__ import annotations
@@ -38,11 +38,17 @@ FACILITIES = {
 class Target:
     """Where records go: a file (appended to), stderr, or a syslog socket."""
 
-    def __init__(self, kind: str, where: str = "", facility: int = FACILITIES["daemon"]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        where: str = "",
+        facility: int = FACILITIES["daemon"],
+        fd: Optional[int] = None,
+    ) -> None:
         self.kind = kind  # "file" | "stderr" | "syslog"
         self.where = where
         self.facility = facility
-        self._fd: Optional[int] = None
+        self._fd = fd  # the open file (kind file)
         self._sock: Optional[socket.socket] = None
 
     def emit(self, level: int, tag: str, message: str) -> None:
@@ -58,9 +64,8 @@ class Target:
             sys.stderr.flush()
             return
         data = line.encode("utf-8", "replace")
-        if self._fd is None:
-            self._fd = os.open(self.where, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(self._fd, data)
+        if self._fd is not None:
+            os.write(self._fd, data)
 
     def _send(self, data: bytes) -> None:
         import socket
@@ -105,8 +110,11 @@ class Log:
                 Target("syslog", SYSLOG_ADDRESS, FACILITIES.get(facility, FACILITIES["daemon"]))
             )
         logfile = env.get("HA_LOGFILE", "")
-        if logfile and _writable(logfile):
-            self.targets.append(Target("file", logfile))
+        if logfile:
+            try:  # noqa: SIM105 - contextlib costs an import of functools and collections
+                self.targets.append(Target("file", logfile, fd=_append(logfile)))
+            except OSError:
+                pass  # not writable: the other targets, or stderr
         if not self.targets:
             self.targets.append(Target("stderr"))
         return self
@@ -157,13 +165,9 @@ def get_log(name: str) -> Log:
     return log
 
 
-def _writable(path: str) -> bool:
-    """True when ``path`` can be appended to (created if missing); checked without keeping it."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
-    except OSError:
-        return False
-    return True
+def _append(path: str) -> int:
+    """``path`` opened for appending (created if missing)."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
 
 def _debug_level(raw: Optional[str]) -> float:

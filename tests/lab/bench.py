@@ -367,8 +367,7 @@ def measure(
 
     def run(node: str, action: str, record: bool = True) -> None:
         probe = action == "probe"
-        verb = {"probe": "monitor"}.get(action, action)
-        verb = "validate-all" if action in OURS_ONLY else verb
+        verb = {"probe": "monitor", **dict.fromkeys(OURS_ONLY, "validate-all")}.get(action, action)
         interval = MONITOR_INTERVAL_MS if verb == "monitor" and not probe else None
         members = list(reversed(case.members) if action == "stop" else case.members)
         if action in OURS_ONLY and case.role != "ours":
