@@ -13,7 +13,7 @@ APT_PACKAGES := pacemaker pacemaker-cli-utils corosync crmsh pcs resource-agents
 	rpm rpmlint libxml2-utils xsltproc python3-boto3 python3-pyroute2 python3-venv iproute2 \
 	awscli man-db groff-base procps time
 
-.PHONY: deps venv models lint typecheck test demo bench clean rpm faults
+.PHONY: deps venv models lint typecheck test demo bench clean rpm faults compat
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -49,6 +49,13 @@ typecheck: venv
 
 test: deps venv models lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(PY) -m compat
+
+# The compatibility matrix (tests/compat): the agent-process tests of all three agents with the
+# agents running under each supported stack (RHEL 9's floor, Debian 12's python3, current PyPI),
+# each in a virtual environment under .compat/ made from the interpreters found on this machine.
+compat: deps venv models
+	$(PY) -m compat
 
 demo: deps venv models
 	$(PY) -m lab.demo
@@ -57,7 +64,7 @@ bench: deps venv models
 	$(PY) -m lab.bench
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .compat build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
 
 # The RPM (noarch) and SRPM from the working tree, uncommitted files included, into rpmbuild/,
 # then rpmlint with packaging/ipfailover-agents.rpmlintrc (fails on any rpmlint error).

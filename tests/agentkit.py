@@ -16,16 +16,28 @@ ROOT = Path(__file__).resolve().parent.parent
 AGENTS = ROOT / "agents"
 DEBIAN_PYTHON = "/usr/bin/python3"
 
-# Every agent-process test runs under the project's venv and under Debian's python3 with the
-# distribution's boto3 and pyroute2: our stand-in for a RHEL or SLES node.
-PYTHONS = [
-    pytest.param(sys.executable, id="venv"),
-    pytest.param(
-        DEBIAN_PYTHON,
-        id="debian",
-        marks=pytest.mark.skipif(not Path(DEBIAN_PYTHON).exists(), reason="no /usr/bin/python3"),
-    ),
-]
+
+def _agent_pythons() -> list[Any]:
+    """Every agent-process test runs under the project's venv and under Debian's python3 with the
+    distribution's boto3 and pyroute2: our stand-in for a RHEL or SLES node. ``make compat``
+    (tests/compat) replaces them with one row's interpreter: IPFAILOVER_AGENT_PYTHONS=name=path."""
+    rows = os.environ.get("IPFAILOVER_AGENT_PYTHONS", "")
+    if rows:
+        pairs = [item.split("=", 1) for item in rows.split(",") if "=" in item]
+        return [pytest.param(path, id=name) for name, path in pairs]
+    return [
+        pytest.param(sys.executable, id="venv"),
+        pytest.param(
+            DEBIAN_PYTHON,
+            id="debian",
+            marks=pytest.mark.skipif(
+                not Path(DEBIAN_PYTHON).exists(), reason="no /usr/bin/python3"
+            ),
+        ),
+    ]
+
+
+PYTHONS = _agent_pythons()
 
 # The steps of resource-agents' ocf-tester, with the exit code each must give.
 SEQUENCE: tuple[tuple[str, str, Optional[int], int], ...] = (

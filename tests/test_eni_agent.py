@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any, Optional
@@ -476,6 +477,24 @@ def test_monitor_with_the_api_down_trusts_the_os_side(lab: Any, rsctmp: Path) ->
     assert run(lab, "a", "monitor", p, rsctmp, interval_ms=10000, timeout_ms=5000).rc == 7
 
 
+def test_a_record_that_is_a_fifo_is_ignored_without_hanging(lab: Any, rsctmp: Path) -> None:
+    """Reading a FIFO blocks until a writer comes: the record is ignored (a warning), so the
+    monitor cannot tell (1, the policy rules exist) and stop cleans up from EC2's facts."""
+    eni = lab.create_eni(subnet="c")
+    p = params(lab, eni, monitor_api="false")
+    assert run(lab, "a", "start", p, rsctmp).rc == 0
+    path = rsctmp / f"aws-eni-{eni.id}-{lab.nodes['a'].instance_id}.json"
+    assert path.is_file()
+    path.unlink()
+    os.mkfifo(path)
+    result = run(lab, "a", "monitor", p, rsctmp, interval_ms=10000, timeout_ms=5000)
+    assert (result.timed_out, result.rc) == (False, 1)
+    result = run(lab, "a", "stop", p, rsctmp, timeout_ms=10000)
+    assert (result.timed_out, result.rc) == (False, 0)
+    assert attachment(lab, eni.id) is None
+    assert os_state(lab, "a", eni)["rules"] == set()
+
+
 def test_monitor_api_false_sees_the_link_go(lab: Any, rsctmp: Path) -> None:
     eni = lab.create_eni(subnet="c")
     p = params(lab, eni, monitor_api="false")
@@ -560,6 +579,23 @@ def test_device_index_taken_on_this_host(lab: Any, rsctmp: Path) -> None:
     state = os_state(lab, "a", eni, table=5002)
     assert (state["link"], state["up"]) == ("eth2", True)
     assert {rule[0] for rule in state["rules"]} == {5002}
+
+
+def test_stop_without_facts_leaves_another_resources_table_alone(lab: Any, rsctmp: Path) -> None:
+    """A resource that never ran here, configured by mistake with a running one's table and
+    priority: its stop removes only what is known to be its ENI's (record or EC2), never the
+    other resource's rules and routes."""
+    running, other = lab.create_eni(subnet="c"), lab.create_eni(subnet="c")
+    p = params(lab, running)
+    assert run(lab, "a", "start", p, rsctmp).rc == 0
+    before = os_state(lab, "a", running)
+    assert before["rules"] and before["routes"]
+    mistake = params(
+        lab, other, device_index="2", route_table_id=str(TABLE), rule_priority=str(PRIORITY)
+    )
+    assert run(lab, "a", "stop", mistake, rsctmp).rc == 0
+    assert os_state(lab, "a", running) == before
+    assert run(lab, "a", "monitor", p, rsctmp, interval_ms=10000).rc == 0
 
 
 def test_rules_of_someone_else_in_our_table_or_priority(lab: Any, rsctmp: Path) -> None:

@@ -24,6 +24,13 @@ that each exercise a different code path, for every agent:
 - Drift: a deleted rule and a link set down (aws-eni), a replaced route (aws-overlayip), a
   reassigned address (aws-secip), a detached ENI, a deleted address before stop.
 - Two resources on one node, started and stopped in parallel.
+- Client set-up (issue 12): a credential_process that fails (1: transient) for stop and monitor
+  of every agent (monitor: 0 and a warning; stop: aws-secip 0 and a warning, aws-eni 1); a
+  profile with a key id but no secret for aws-eni's monitor and stop; a missing ca_bundle for
+  every start (2 at once, naming the file); a missing credential_process program for
+  aws-overlayip's start (2); a missing profile for aws-secip's stop; a damaged trimmed EC2
+  model for aws-secip's start (botocore's own model, and the trimmed one rebuilt in
+  HA_RSCTMP). The other rows (a bundle without a certificate...) take the same paths.
 - Fuzzing: every parameter of every agent, every action, with the parameter's own hostile
   values (ids with wrong prefixes, addresses of the wrong family or range, out-of-range
   numbers...) and 2 values hypothesis draws (derandomized, no deadline) from all families
@@ -52,6 +59,7 @@ import pytest
 
 from faults.cases import (
     Case,
+    client_cases,
     discover,
     drift_cases,
     ec2_cases,
@@ -86,6 +94,12 @@ CI_CASES = (
     r"drift:aws:ENI detached:eni:start",
     r"drift:os:address deleted:\w+:stop",
     r"parallel:.*:(eni:(start|stop)|secip:start|overlayip:start)",
+    r"client:credential_process fails:\w+:(stop|monitor)",
+    r"client:key id without secret:eni:(stop|monitor)",
+    r"client:ca_bundle missing:\w+:start",
+    r"client:credential_process missing:overlayip:start",
+    r"client:profile missing:secip:stop",
+    r"client:trimmed model damaged:secip:start",
 )
 # The calls that change AWS: SIGKILL right after the first of each.
 KILL_AFTER = {
@@ -99,6 +113,7 @@ KILL_AFTER = {
 
 def ci_cases() -> list[Case]:
     cases = ec2_cases() + imds_cases() + race_cases() + drift_cases() + parallel_cases()
+    cases += client_cases()
     return [c for c in cases if any(re.fullmatch(p, c.id) for p in CI_CASES)]
 
 

@@ -156,3 +156,26 @@ def test_region_falls_back_to_the_availability_zone(imds: tuple[Script, str]) ->
     script.data["meta-data/placement/availability-zone"] = "us-gov-west-1b"
     c, _ = client(endpoint)
     assert node.region(c) == "us-gov-west-1"
+
+
+def test_429_throttling_is_retried_like_5xx(imds: tuple[Script, str]) -> None:
+    """IMDS throttles with 429 (per-instance request rate): transient, not an answer."""
+    script, endpoint = imds
+    script.data["meta-data/instance-id"] = "i-0123456789abcdef0"
+    script.put.append((429, b""))
+    script.get += [(429, b""), (429, b"")]
+    c, sleeps = client(endpoint)
+    assert c.get("meta-data/instance-id") == "i-0123456789abcdef0"
+    assert [entry[0] for entry in script.log] == ["PUT", "PUT", "GET", "GET", "GET"]
+    assert sum(sleeps) < 0.5
+
+
+def test_endless_429_gives_up_naming_it(imds: tuple[Script, str]) -> None:
+    script, endpoint = imds
+    script.get += [(429, b"")] * 10
+    c, _ = client(endpoint)
+    with pytest.raises(OCFError) as info:
+        c.get("meta-data/instance-id")
+    assert info.value.rc == OCF.ERR_GENERIC
+    assert "429" in info.value.reason
+    assert sum(1 for entry in script.log if entry[0] == "GET") == 3

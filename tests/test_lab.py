@@ -966,6 +966,7 @@ def test_run_agent_as_pacemaker_does(lab: Lab, tmp_path: Path, python: str) -> N
         "OCF_RESKEY_CRM_meta_timeout": "15000",
         "OCF_RESKEY_CRM_meta_interval": "10000",
         "HOME": str(lab.home),
+        "HA_RSCTMP": str(lab.rsctmp / "b"),
     }
     if python == sys.executable:
         expected["PYTHONPATH"] = str(TESTS_DIR.parent / "lib")

@@ -6,6 +6,7 @@ pyroute2 and Debian's python3-pyroute2 0.7.2, the oldest version we support.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -178,3 +179,151 @@ def test_rules_and_routes_in_a_table(netns: str, python: str) -> None:
         """,
     )
     assert result == [True, False, True, True, False, [], []]
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_on_link_default_routes_take_their_family_from_the_caller(netns: str, python: str) -> None:
+    """A default route without a gateway has no address to tell its family: the caller says."""
+    result = run_in(
+        netns,
+        python,
+        """
+        import socket
+        i = nl.link_by_name("eth0").index
+        nl.replace_route(6002, None, i)
+        nl.replace_route(6002, None, i, family=socket.AF_INET6)
+        before = sorted((r.family, r.dst, r.gateway) for r in nl.routes(6002))
+        removed = nl.del_route(6002, None, family=socket.AF_INET6)
+        after = [(r.family, r.dst) for r in nl.routes(6002)]
+        result = [before, removed, after]
+        """,
+    )
+    v4, v6 = 2, 10
+    assert result == [[[v4, None, None], [v6, None, None]], True, [[v4, None]]]
+    assert [r["dst"] for r in ip_json(netns, "-4", "route", "show", "table", "6002")] == ["default"]
+    assert ip_json(netns, "-6", "route", "show", "table", "6002") == []
+
+
+# A changer moves a window of N addresses and N rules along (in step k: remove the k-th, add the
+# (N+k)-th) in bursts, while the reader reads. Every read must be a state the changer passed
+# through: after k steps [k, N+k), or in step k after the removal [k+1, N+k). N is large enough
+# that a dump spans several datagrams, so a change between two of them can make a reader that
+# trusts the dump miss an entry (both were seen here before the fix, within a second).
+CHURN = """
+import ipaddress, subprocess, threading, time
+from ocf_shim import GenericError
+
+N, STEPS, BURST = 500, 3000, 150
+A, R = ipaddress.IPv4Address("10.200.0.0"), ipaddress.IPv4Address("10.201.0.0")
+
+def batch(text):
+    subprocess.run(["ip", "-batch", "-"], input=text, text=True, check=True)
+
+def step(k):
+    return (
+        f"addr del {A + k}/32 dev eth1\\naddr add {A + N + k}/32 dev eth1\\n"
+        f"rule del priority {10000 + k}\\n"
+        f"rule add from {R + N + k}/32 table 100 priority {10000 + N + k}\\n"
+    )
+
+def change():
+    for start in range(0, STEPS, BURST):
+        batch("".join(step(k) for k in range(start, start + BURST)))
+        time.sleep(0.01)  # a load pattern (bursts, as cloud-netconfig makes them), not a wait
+
+batch(
+    "link set eth1 up\\nroute add 10.0.3.0/24 dev eth1 table 100\\n"
+    "route add default via 10.0.3.1 dev eth1 table 100 onlink\\n"
+    "route add ::/0 dev eth1 table 100\\n"
+    + "".join(
+        f"addr add {A + i}/32 dev eth1\\nrule add from {R + i}/32 table 100 priority {10000 + i}\\n"
+        for i in range(N)
+    )
+)
+batch6 = ["ip", "-6", "rule", "add", "from", "2001:db8::/64", "table", "100", "pref", "9000"]
+subprocess.run(batch6, check=True)
+index = nl.link_by_name("eth1").index
+changer = threading.Thread(target=change)
+changer.start()
+addrs, rules, errors = [], [], 0
+while changer.is_alive():
+    try:
+        got = [a.ip for a in nl.addresses(index) if a.ip.startswith("10.200.")]
+        addrs.append(sorted(int(ipaddress.ip_address(ip)) - int(A) for ip in got))
+        rules.append(sorted(r.priority - 10000 for r in nl.rules(100) if r.priority >= 10000))
+    except GenericError:
+        errors += 1  # the reader gave up within its bounds: an error, never a wrong answer
+changer.join()
+result = {
+    "n": N,
+    "steps": STEPS,
+    "addrs": addrs,
+    "rules": rules,
+    "errors": errors,
+    "rest": {
+        "addrs": sorted(
+            [a.index, a.ip, a.prefixlen, a.label or "", a.family] for a in nl.addresses()
+        ),
+        "rules": sorted([r.family, r.priority, r.table, r.src or ""] for r in nl.rules()),
+        "routes": sorted(
+            [r.family, r.dst or "default", r.gateway or "", r.oif] for r in nl.routes(100)
+        ),
+    },
+}
+"""
+
+TABLES = {"local": 255, "main": 254, "default": 253}
+
+
+def passed_through(ids: list[int], n: int) -> bool:
+    if not ids or ids != list(range(ids[0], ids[0] + len(ids))):
+        return False
+    return len(ids) == n or (len(ids) == n - 1 and ids[0] >= 1)
+
+
+def test_dumps_during_changes_are_states_the_changer_passed_through(netns: str) -> None:
+    result = run_in(netns, sys.executable, CHURN)
+    n, steps = result["n"], result["steps"]
+    for kind in ("addrs", "rules"):
+        reads = result[kind]
+        assert len(reads) >= 5, f"too few {kind} reads to prove anything"
+        wrong = [read for read in reads if not passed_through(read, n)]
+        assert not wrong, f"{len(wrong)} of {len(reads)} {kind} reads were never a real state"
+    assert result["errors"] <= len(result["addrs"]) // 2
+
+    # At rest, the reader sees what ip sees.
+    rest = result["rest"]
+    v4, v6 = 2, 10
+    expected_addrs = sorted(
+        [
+            link["ifindex"],
+            a["local"],
+            a["prefixlen"],
+            a.get("label", "") if a["family"] == "inet" else "",
+            v4 if a["family"] == "inet" else v6,
+        ]
+        for link in ip_json(netns, "addr", "show")
+        for a in link.get("addr_info", [])
+    )
+    assert rest["addrs"] == expected_addrs
+    final = [a[1] for a in rest["addrs"] if a[1].startswith("10.200.")]
+    first = int(ipaddress.IPv4Address("10.200.0.0")) + steps
+    assert sorted(int(ipaddress.IPv4Address(ip)) - first for ip in final) == list(range(n))
+    expected_rules = sorted(
+        [
+            family,
+            r["priority"],
+            TABLES.get(r["table"]) or int(r["table"]),
+            "" if r["src"] == "all" else f"{r['src']}/{r.get('srclen', full)}",
+        ]
+        for option, family, full in (("-4", v4, 32), ("-6", v6, 128))
+        for r in ip_json(netns, option, "rule", "show")
+    )
+    assert rest["rules"] == expected_rules
+    eth1 = ip_json(netns, "link", "show", "eth1")[0]["ifindex"]
+    expected_routes = sorted(
+        [family, r["dst"], r.get("gateway", ""), eth1]
+        for option, family in (("-4", v4), ("-6", v6))
+        for r in ip_json(netns, option, "route", "show", "table", "100")
+    )
+    assert rest["routes"] == expected_routes

@@ -281,6 +281,22 @@ def test_redact_hides_credentials(name: str) -> None:
     assert redact(name, SECRET) == "<redacted>"
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"http://user:{SECRET}@proxy.example:3128",
+        f"https://{SECRET}@proxy.example",
+        f"http://user:{SECRET}@[2001:db8::1]:3128/path",
+        f"  http://u:{SECRET}@h:1?x#y",
+        f"socks5h://u:{SECRET}@h",
+    ],
+)
+def test_redact_hides_the_password_of_a_url(value: str) -> None:
+    shown = redact("proxy", value)
+    assert SECRET not in shown
+    assert "***@" in shown
+
+
 def test_redact_shows_other_values_escaped() -> None:
     assert redact("ip", "192.0.2.1") == "'192.0.2.1'"
     assert "\n" not in redact("label", "a\nb")
@@ -865,7 +881,7 @@ def test_logfile_lines(run: Runner, tmp_path: Path) -> None:
 
 def test_logging_level_info_by_default(run: Runner, tmp_path: Path) -> None:
     logfile = tmp_path / "ha.log"
-    for debug in (None, "0", "yes", "true", ""):
+    for debug in (None, "0", ""):  # ocf-shellfuncs: any other HA_debug is on (test_shim_log.py)
         environ = {**env(), "HA_LOGFILE": str(logfile)}
         if debug is not None:
             environ["HA_debug"] = debug
@@ -1247,3 +1263,84 @@ def test_the_log_writes_nothing_below_its_level(tmp_path: Path) -> None:
         "tag[1]: WARNING: plain %s",
         "tag[2]: DEBUG: now shown",
     ]
+
+
+# -- any OCF_RESKEY_CRM_meta_timeout: garbage gives the action's default, huge values the cap ---
+
+# Pacemaker passes an operation's timeout to the agent as a C int of milliseconds: 2**31 - 1 ms
+# (24.8 days) is the longest it can ask for, and what larger values are clamped to.
+CAP_MS = 2**31 - 1
+CAP_S = CAP_MS / 1000
+
+
+@pytest.mark.parametrize(
+    ("timeout", "total"),
+    [
+        (str(10**30), CAP_S),
+        (str(10**17), CAP_S),
+        pytest.param("9" * 5000, CAP_S, id="5000-digits"),  # int() refuses them on 3.11+
+        (str(CAP_MS + 1), CAP_S),
+        (str(CAP_MS), CAP_S),
+        ("0" * 30 + "90000", 90.0),
+        (" 90000 ", 90.0),
+        ("+90000", 90.0),
+        ("-" + "9" * 30, 30.0),
+        ("1e3", 30.0),
+        ("90s", 30.0),
+        ("\u0669\u0660\u0660\u0660", 30.0),  # Arabic-Indic digits
+        ("0x10", 30.0),
+    ],
+)
+def test_any_timeout_value_gives_a_bounded_budget(run: Runner, timeout: str, total: float) -> None:
+    environ = {**env(), "OCF_RESKEY_CRM_meta_timeout": timeout}
+    assert run(["agent", "start"], environ)[0] == 0
+    assert run.seen[0].deadline.total == total
+
+
+def test_a_huge_interval_is_a_recurring_monitor(run: Runner) -> None:
+    environ = {**env(mode="probe"), "OCF_RESKEY_CRM_meta_interval": str(10**30)}
+    rc, _, _ = run(["agent", "monitor"], environ)
+    assert (rc, run.seen[0].is_probe, run.seen[0].interval_ms) == (0, False, CAP_MS)
+
+
+@pytest.mark.parametrize("budget", [1e30, float("inf"), 10**40])
+def test_deadline_clamps_huge_budgets(budget: float) -> None:
+    d = Deadline(budget, clock=FakeClock())
+    assert d.total == CAP_S
+    assert d.remaining() == CAP_S - 3.0
+
+
+def test_deadline_refuses_nan() -> None:
+    with pytest.raises(ValueError):  # noqa: PT011
+        Deadline(float("nan"), clock=FakeClock())
+
+
+def test_watchdog_arms_for_a_huge_budget() -> None:
+    from ocf_shim.watchdog import Watchdog
+
+    before = signal.getitimer(signal.ITIMER_REAL)  # pytest-timeout's, if any: restored
+    with Watchdog(Deadline(1e27), "doing nothing"):
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= CAP_S
+    after = signal.getitimer(signal.ITIMER_REAL)
+    assert after[0] == pytest.approx(before[0], abs=1.0)
+
+
+@pytest.mark.parametrize("python", INTERPRETERS)
+@pytest.mark.parametrize("timeout", [str(10**30), str(10**17)])
+def test_subprocess_completes_with_a_huge_timeout(
+    python: str, agent_script: Path, timeout: str
+) -> None:
+    proc = run_agent(
+        python,
+        agent_script,
+        "start",
+        environ={
+            "OCF_RESKEY_ip": "192.0.2.1",
+            "OCF_RESKEY_mode": "echo",
+            "OCF_RESKEY_CRM_meta_timeout": timeout,
+        },
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Error" not in proc.stderr
+    assert json.loads(proc.stdout)["total"] == CAP_S

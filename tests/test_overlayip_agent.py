@@ -230,7 +230,7 @@ BAD_INPUTS = [
     ({"routing_table": "rtb-0123456789abcdef0"}, 6),  # well-formed, does not exist
     ({"routing_table": "igw-12345678"}, 6),
     ({"routing_table_tag": "nobody=here", "routing_table": ""}, 6),
-    ({"interface": "eth0;ls"}, 6),
+    ({"interface": "eth0:1"}, 6),  # an alias label, not an interface
     ({"interface": "eth9"}, 2),  # only wrong on this host
     ({"create_route": "perhaps"}, 6),
     ({"source_dest_check": "off"}, 6),
@@ -252,3 +252,38 @@ def test_bad_input_is_refused_without_change(lab: Any, bad: dict[str, str], rc: 
         assert result.exit_reason
         assert "Traceback" not in result.stderr
     assert (targets(lab, tables), node_addresses(lab, "a")) == before
+
+
+# ----------------------------------------------------------------------------- not its address
+
+
+@pytest.mark.parametrize("monitor_api", ["true", "false"])
+def test_the_nodes_own_address_is_neither_running_nor_removed(lab: Any, monitor_api: str) -> None:
+    """ip misconfigured as the node's own address (another prefix than the /32 the agent adds):
+    the probe must not say "running", and stop must neither remove it nor fail (fencing)."""
+    own = lab.nodes["a"].ip
+    tables = lab.route_tables[:1]
+    p = params(lab, tables, ip=own, monitor_api=monitor_api)
+    before = (targets(lab, tables, f"{own}/32"), node_addresses(lab, "a"))
+    assert run(lab, "a", "start", p).rc == 6  # inside the VPC CIDR
+    assert run(lab, "a", "monitor", p).rc == 7
+    assert run(lab, "a", "monitor", p, interval_ms=10000).rc == 7
+    assert run(lab, "a", "stop", p).rc == 0
+    assert (targets(lab, tables, f"{own}/32"), node_addresses(lab, "a")) == before
+    assert f"{own}/24" in node_addresses(lab, "a")
+
+
+def test_an_address_with_another_prefix_is_left_by_stop(lab: Any) -> None:
+    """The overlay IP configured by someone else with another prefix: start adds its /32 beside
+    it; stop removes the /32 only and succeeds."""
+    tables = lab.route_tables[:1]
+    p = params(lab, tables)
+    lab.ns_exec("a", ["ip", "addr", "add", f"{IP}/24", "dev", "eth0"], check=True)
+    assert run(lab, "a", "monitor", p).rc == 7
+    assert run(lab, "a", "start", p).rc == 0
+    assert {f"{IP}/24", f"{IP}/32"} <= node_addresses(lab, "a")
+    assert run(lab, "a", "monitor", p, interval_ms=10000).rc == 0
+    assert run(lab, "a", "stop", p).rc == 0
+    assert f"{IP}/32" not in node_addresses(lab, "a")
+    assert f"{IP}/24" in node_addresses(lab, "a")
+    assert run(lab, "a", "monitor", p).rc == 7

@@ -425,7 +425,7 @@ BAD_INPUTS = [
     ({"elastic_ip_allocation_id": "eipalloc-nothex"}, 6),
     ({"elastic_ip_allocation_id": "eipalloc-0123456789abcdef0"}, 6),  # does not exist
     ({"ip": "2001:db8::1", "elastic_ip_allocation_id": "eipalloc-0123456789abcdef0"}, 6),
-    ({"interface": "eth0;ls"}, 6),
+    ({"interface": "eth0:1"}, 6),  # an alias label, not an interface
     ({"interface": "eth9"}, 2),  # only wrong on this host
     ({"unassign_on_stop": "perhaps"}, 6),
     ({"monitor_api": "maybe"}, 6),
@@ -488,6 +488,128 @@ def test_a_primary_address_is_never_removed(lab: Any, owner: str) -> None:
     assert f"{lab.nodes[owner].ip}/24" in node_addresses(lab, owner)
 
 
+# ----------------------------------------------------------------------------- is it a primary?
+# Decided from facts (the kernel's secondary flag, the record start writes, IMDS, EC2), never by
+# a default: when unsure, probe, start and validate-all refuse (1) and stop leaves the address.
+
+
+def forget_records(lab: Any, node: str) -> None:
+    """What a resource started by the previous version looks like: no record in HA_RSCTMP."""
+    directory = lab.home / "rsctmp" / node
+    for path in directory.glob("*") if directory.exists() else []:
+        path.unlink()
+
+
+@pytest.mark.parametrize(("mode", "rc"), [("down", 1), ("disabled", 2)])
+def test_own_primary_is_kept_when_imds_cannot_tell(lab: Any, mode: str, rc: int) -> None:
+    """ip misconfigured as the node's own address and IMDS down: the probe must not say
+    "running", and no stop may take the node's address away (that cuts it off the cluster)."""
+    own = lab.nodes["a"].ip
+    before = world(lab)
+    lab.set_imds_fault("a", mode)
+    try:
+        for extra in ({}, {"monitor_api": "false"}):
+            p = params(lab, ip=own, **extra)
+            assert run(lab, "a", "monitor", p).rc == 1
+            assert run(lab, "a", "validate-all", p).rc == rc  # 2: IMDS is off on this node
+            assert run(lab, "a", "start", p).rc == rc
+            assert run(lab, "a", "stop", p).rc == 0
+            assert (
+                run(lab, "a", "stop", params(lab, ip=own, unassign_on_stop="no", **extra)).rc == 0
+            )
+    finally:
+        lab.set_imds_fault("a", None)
+    assert world(lab) == before
+    assert f"{own}/24" in node_addresses(lab, "a")
+
+
+def test_own_primary_with_another_prefix_is_never_replaced(lab: Any) -> None:
+    own = lab.nodes["a"].ip
+    before = world(lab)
+    p = params(lab, ip=own, cidr_netmask="32")
+    for action, rc in (("validate-all", 6), ("start", 6), ("monitor", 6), ("stop", 0)):
+        assert (action, run(lab, "a", action, p).rc) == (action, rc)
+    assert world(lab) == before
+
+
+@pytest.mark.parametrize("netmask", ["", "32"])
+def test_a_started_address_is_removed_without_imds(lab: Any, netmask: str) -> None:
+    """The record (and for the subnet's prefix the kernel's secondary flag) says the address
+    is this agent's: stop removes it while IMDS is down."""
+    p = params(lab, cidr_netmask=netmask) if netmask else params(lab)
+    assert run(lab, "a", "start", p).rc == 0
+    lab.set_imds_fault("a", "down")
+    try:
+        assert monitor(lab, "a", p) == 0
+        assert run(lab, "a", "stop", p).rc == 0
+    finally:
+        lab.set_imds_fault("a", None)
+    assert on_os(lab) == {}
+
+
+def test_upgrade_ipv4_address_without_record_is_still_managed(lab: Any) -> None:
+    """Started by the previous version (no record): the kernel's secondary flag decides."""
+    p = params(lab)
+    assert run(lab, "a", "start", p).rc == 0
+    forget_records(lab, "a")
+    lab.set_imds_fault("a", "down")
+    try:
+        assert run(lab, "a", "monitor", p).rc == 0  # the probe after an upgrade
+        assert run(lab, "a", "stop", p).rc == 0
+    finally:
+        lab.set_imds_fault("a", None)
+    assert on_os(lab) == {}
+
+
+def own_ipv6(lab: Any) -> str:
+    """An IPv6 address of a's ENI configured on a's eth0 as DHCPv6 does (/128, with a lifetime):
+    the node's own address."""
+    network = ipaddress.ip_network(lab.subnets["a"].ipv6_cidr)
+    ip6 = str(network.network_address + 0x77)
+    lab.set_timing(assign_delay=0)
+    lab.ec2().assign_ipv6_addresses(NetworkInterfaceId=lab.nodes["a"].eni_id, Ipv6Addresses=[ip6])
+    lab.ns_exec(
+        "a",
+        ["ip", "-6", "addr", "add", f"{ip6}/128", "dev", "eth0", "nodad", "valid_lft", "3600",
+         "preferred_lft", "3600"],
+        check=True,
+    )  # fmt: skip
+    return ip6
+
+
+def test_own_ipv6_address_is_never_taken_or_removed(lab: Any) -> None:
+    ip6 = own_ipv6(lab)
+    before = world(lab)
+    p = params(lab, ip=ip6)
+    assert run(lab, "a", "monitor", p).rc == 1  # probe: cannot tell, so not "running"
+    assert run(lab, "a", "validate-all", p).rc == 1
+    assert run(lab, "a", "start", p).rc == 1  # would have replaced its /128 with a /64
+    assert run(lab, "a", "stop", p).rc == 0
+    assert world(lab) == before
+    assert on_os(lab, ip6) == {"a": f"{ip6}/128"}
+
+
+def test_upgrade_ipv6_address_without_record_is_left_by_stop(lab: Any) -> None:
+    """IPv6 has no secondary flag: an address started by the previous version (no record) is
+    left on the interface by stop (exit 0, a warning), and a probe cannot tell (1). Once another
+    node holds it in EC2, it is no node's own here: start takes it back."""
+    network = ipaddress.ip_network(lab.subnets["a"].ipv6_cidr)
+    ip6 = str(network.network_address + 0x50)
+    p = params(lab, ip=ip6)
+    assert run(lab, "a", "start", p).rc == 0
+    forget_records(lab, "a")
+    assert monitor(lab, "a", p) == 0  # recurring: still running, with a warning
+    assert run(lab, "a", "monitor", p).rc == 1  # probe
+    assert run(lab, "a", "stop", p).rc == 0
+    assert on_os(lab, ip6) == {"a": f"{ip6}/64"}
+    assert run(lab, "b", "start", p).rc == 0
+    assert run(lab, "b", "stop", p).rc == 0
+    assert run(lab, "a", "start", p).rc == 0
+    assert (holders(lab, ip6), on_os(lab, ip6)) == ({lab.nodes["a"].eni_id}, {"a": f"{ip6}/64"})
+    assert run(lab, "a", "stop", p).rc == 0
+    assert on_os(lab, ip6) == {}
+
+
 # ----------------------------------------------------------------------------- monitor's OS read
 
 READER = """
@@ -499,6 +621,7 @@ with Netlink() as reader:
     print(json.dumps({
         "link": [link.index, link.name, link.mac, link.up],
         "addrs": sorted([a.ip, a.prefixlen, a.label] for a in addrs),
+        "secondary": sorted(a.ip for a in addrs if a.secondary),
         "missing": reader.link_by_name("eth9") is None,
         "pyroute2": "pyroute2" in sys.modules,
     }))
@@ -524,6 +647,9 @@ def test_netlink_reader_matches_ip_json(lab: Any, python: str) -> None:
     )
     assert got["addrs"] == expected
     assert ["10.0.1.60", 32, "eth0:svc"] in got["addrs"]
+    # The kernel's secondary flag: 10.0.1.61/24 came after the node's own 10.0.1.x/24.
+    assert got["secondary"] == sorted(a["local"] for a in link["addr_info"] if a.get("secondary"))
+    assert got["secondary"] == ["10.0.1.61"]
     assert got["link"] == [link["ifindex"], "eth0", lab.nodes["a"].mac, True]
     assert got["missing"] is True
     assert got["pyroute2"] is False

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
@@ -225,6 +225,50 @@ def test_primary_of_interface() -> None:
     assert secip.primary_of_interface("") is None
     assert secip.primary_of_interface(None) is None
     assert secip.primary_of_interface("<html>") is None
+
+
+# ----------------------------------------------------------------------------- primary_verdict
+# Is the address found on the interface a primary address? Facts only; "unsure" otherwise.
+
+P, N, U = secip.PRIMARY, secip.NOT_PRIMARY, secip.UNSURE
+MINE = ["10.0.1.10", "10.0.1.50"]  # IMDS local-ipv4s: our ENI's primary first
+ITS_OWN = ["10.0.1.50", "10.0.1.60"]  # ...when 10.0.1.50 is the primary
+HELD = secip.Holding((OURS,), None)
+HELD_AS_PRIMARY = secip.Holding((OURS,), OURS)
+VERDICTS = [
+    # (ip, recorded, kernel_secondary, interface_ips, held, expected)
+    (IP4, False, False, None, None, U),  # IMDS down, no record, kernel primary: unsure
+    (IP4, False, None, None, None, U),
+    (IP4, True, False, None, None, N),  # our record
+    (IP4, False, True, None, None, N),  # the kernel's secondary flag
+    (IP4, False, False, MINE, None, N),  # IMDS names another primary
+    (IP4, False, False, [], None, U),  # IMDS answered nothing usable
+    (IP4, False, False, ["<html>"], None, U),
+    (IP4, False, False, None, HELD, N),  # EC2: nobody's primary
+    (IP4, False, False, ITS_OWN, None, P),  # IMDS: it is the primary
+    (IP4, True, True, ITS_OWN, None, P),  # positive facts win over record and flag
+    (IP4, True, True, None, HELD_AS_PRIMARY, P),
+    (IP6, False, None, None, None, U),  # IPv6: no flag
+    (IP6, False, None, ["2001:db8:0:1::50"], None, U),  # listed on our ENI, as its own are
+    (IP6, False, None, ["2001:db8:0:1::50"], HELD, U),
+    (IP6, True, None, None, None, N),  # our record
+    (IP6, False, None, ["2001:db8:0:1::99"], None, N),  # not on our ENI: not its own
+    (IP6, False, None, None, secip.Holding((OTHER,), None), N),  # EC2: on another ENI
+]
+
+
+@pytest.mark.parametrize("case", VERDICTS, ids=[str(i) for i in range(len(VERDICTS))])
+def test_primary_verdict_decides_from_facts_only(case: tuple[Any, ...]) -> None:
+    ip, recorded, secondary, ips, held, expected = case
+    verdict = secip.primary_verdict(
+        ip,
+        recorded=recorded,
+        kernel_secondary=secondary,
+        interface_ips=ips,
+        held=held,
+        eni_id=OURS,
+    )
+    assert verdict.state == expected
 
 
 # ----------------------------------------------------------------------------- configuration

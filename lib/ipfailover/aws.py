@@ -3,17 +3,48 @@
 botocore is used directly (boto3 adds nothing we need and costs import time). The client is
 created once per action; botocore's own retries are switched off (one attempt per call) so that
 all retrying happens here, against the action's deadline, with jittered backoff.
+
+Everything botocore does for us (session, configuration files, credentials, the service model,
+signing, sending) happens inside one boundary: :func:`connect` and :meth:`Api.call` catch every
+exception and :func:`map_exception` turns it into an :class:`OCFError` by family, with a default,
+so no action ever ends in a traceback or an "unexpected error":
+
+- what is wrong with this node's AWS set-up (a profile missing from its configuration, a profile
+  with a key id but no secret, an unreadable or unparsable configuration file, an unusable
+  ``ca_bundle``, a ``credential_process`` program that is missing or not executable): 2;
+- a denied permission: 4;
+- software or model data missing (``DataNotFoundError``, ``UnknownServiceError``...): 5;
+- values wrong in themselves (botocore's parameter validation): 6;
+- network and TLS trouble: retried until the deadline, then 1;
+- anything else, including a ``credential_process`` that runs and fails (an IAM Roles Anywhere
+  helper or aws-vault cannot reach its service, a locked keyring: it may work on the next try,
+  and 2 would ban this node for good), a damaged model (``JSONDecodeError``, ``KeyError``...):
+  1, with a reason that names the exception class.
+
+What can be checked without the network is checked first (:func:`check_local`), so a missing
+file gives 2 at once instead of a network error after half the timeout. Messages are cut short
+and never include credentials (botocore's messages name providers and variables, not values).
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
-from ocf_shim import ConfigError, Deadline, GenericError, OCFError, get_log
+from ocf_shim import (
+    ArgsError,
+    ConfigError,
+    Deadline,
+    GenericError,
+    NotInstalledError,
+    OCFError,
+    PermError,
+    get_log,
+)
 
 from . import __version__
 from .params import AwsSettings
@@ -30,6 +61,9 @@ _CONFIG_CODES = frozenset(
     {"InvalidParameterValue", "InvalidParameterCombination", "InvalidParameter", "MissingParameter"}
 )
 IMDS_HOST = "169.254.169.254"
+# The metadata service's addresses as NO_PROXY must name them: urllib compares the URL's netloc,
+# which keeps an IPv6 address in brackets (newer Pythons strip them: both forms are listed).
+IMDS_NO_PROXY = (IMDS_HOST, "[fd00:ec2::254]", "fd00:ec2::254")
 
 
 class AwsError(OCFError):
@@ -63,12 +97,33 @@ class Api:
         self._delays = delays
         self._lock = threading.Lock()
         self.calls = 0
+        # Work worth doing once the action's own work is done, when time is left (see finish).
+        self.deferred: list[Callable[[], object]] = []
+
+    def finish(self, ample: float = 3.0) -> None:
+        """Run the deferred work (building the trimmed model) if ``ample`` seconds are left.
+
+        It never fails the action: an error is a debug record, and the work is tried again by
+        a later action.
+        """
+        work, self.deferred = self.deferred, []
+        for job in work:
+            if not self.deadline.allows(ample):
+                log.debug("no time left for deferred work")
+                return
+            try:
+                job()
+            except Exception as exc:  # noqa: BLE001 - optional work: never the action's result
+                log.debug("deferred work failed: %s: %s", type(exc).__name__, _short(exc))
 
     def call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         from botocore import exceptions as bex
         from botocore import xform_name
 
-        method = getattr(self.client, xform_name(operation))
+        try:
+            method = getattr(self.client, xform_name(operation))
+        except AttributeError as exc:  # a client made from a model without the operation
+            raise map_exception(exc, f"EC2 {operation}") from None
         delays = self._delays()
         attempts = 0
         while True:
@@ -89,22 +144,10 @@ class Api:
                 if not is_retryable(code, status):
                     raise map_client_error(operation, code, message) from None
                 last = f"{code}: {message}" if message else code
-            except (
-                bex.EndpointConnectionError,
-                bex.ConnectTimeoutError,
-                bex.ReadTimeoutError,
-                bex.ConnectionClosedError,
-            ) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            except bex.NoCredentialsError:
-                raise GenericError(
-                    "no AWS credentials found: attach an IAM instance profile to the instance, "
-                    "or set the profile or role_arn parameter"
-                ) from None
-            except bex.ParamValidationError as exc:
-                raise ConfigError(f"EC2 {operation} rejected the request: {exc}") from None
-            except bex.BotoCoreError as exc:
-                last = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - the boundary: every exception is mapped
+                if not is_transient(exc):
+                    raise map_exception(exc, f"EC2 {operation}") from None
+                last = f"{type(exc).__name__}: {_short(exc)}"
             delay = next(delays)
             if not self.deadline.allows(delay + max(0.2, self.attempt_time)):
                 raise GenericError(
@@ -153,27 +196,229 @@ def client_timeouts(deadline: Deadline) -> tuple[float, float]:
     return connect, read
 
 
-def connect(settings: AwsSettings, region: str, deadline: Deadline, agent: str) -> Api:
-    """An EC2 :class:`Api` for this action; credentials from the default chain, a profile or
-    an assumed role."""
-    # The metadata service must never be reached through a proxy from the environment.
-    for name in ("NO_PROXY", "no_proxy"):
-        current = os.environ.get(name, "")
-        if IMDS_HOST not in current:
-            os.environ[name] = f"{current},{IMDS_HOST}" if current else IMDS_HOST
-    import botocore.session
-    from botocore.config import Config
+NO_CREDENTIALS = (
+    "no AWS credentials found: attach an IAM instance profile to the instance, or set the "
+    "profile or role_arn parameter"
+)
+# Files of this node whose failure to open is this node's problem (exit 2): a missing or
+# non-executable credential_process program, a configuration file that is a directory...
+_LOCAL_FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
-    from .botomodel import search_path
 
+def _families() -> tuple[tuple[type[BaseException], ...], ...]:
+    """botocore's exception classes by OCF family: this node's set-up (2), software (5),
+    values (6), permissions (4).
+
+    Looked up by name, since the classes differ between the oldest supported botocore and the
+    newest (``LoginError`` is recent); a missing name is skipped.
+    """
+    from botocore import exceptions as bex
+
+    def some(*names: str) -> tuple[type[BaseException], ...]:
+        found = (getattr(bex, name, None) for name in names)
+        return tuple(cls for cls in found if isinstance(cls, type))
+
+    node = some(
+        "ProfileNotFound",
+        "PartialCredentialsError",
+        "ConfigNotFound",
+        "ConfigParseError",
+        "InvalidConfigError",  # and InfiniteLoopConfigError: a profile's chain of roles
+        "UnknownCredentialError",
+        "UnknownTokenProviderError",
+        "RefreshWithMFAUnsupportedError",
+        "SSOTokenLoadError",  # "run aws sso login": a person's action on this node
+        "UnauthorizedSSOTokenError",
+        "LoginRefreshRequired",
+        "LoginTokenLoadError",
+        "InvalidDefaultsMode",
+        "InvalidIMDSEndpointError",
+        "InvalidIMDSEndpointModeError",
+        "InvalidRetryConfigurationError",
+        "InvalidSTSRegionalEndpointsConfigError",
+        "InvalidEndpointDiscoveryConfigurationError",
+        "InvalidChecksumConfigError",
+        "InvalidProxiesConfigError",
+        "InvalidS3AddressingStyleError",
+        "InvalidS3UsEast1RegionalEndpointConfigError",
+    )
+    software = some(
+        "DataNotFoundError",  # and UnknownServiceError
+        "ApiVersionNotFoundError",
+        "MissingDependencyException",
+        "UnsupportedServiceProtocolsError",
+    )
+    values = some("ParamValidationError", "ValidationError")
+    denied = some("LoginInsufficientPermissions")
+    return node, software, values, denied
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for network and TLS trouble: the same request may succeed on a later attempt."""
+    from botocore import exceptions as bex
+
+    if isinstance(exc, (bex.HTTPClientError, bex.ConnectionError, bex.IncompleteReadError)):
+        return True
+    if isinstance(exc, (OCFError, bex.BotoCoreError, *_LOCAL_FILE_ERRORS)):
+        return False
+    return isinstance(exc, (OSError, http.client.HTTPException))
+
+
+def map_exception(exc: BaseException, doing: str, local_files: bool = False) -> OCFError:
+    """The OCF error for any exception raised while ``doing`` something with botocore.
+
+    ``local_files``: the step reads this node's files or runs its programs (configuration,
+    credentials), so a missing or unreadable one is this node's problem (2).
+    """
+    if isinstance(exc, OCFError):
+        return exc
+    from botocore import exceptions as bex
+
+    name = type(exc).__name__
+    detail = f"{name}: {_short(exc)}".rstrip(": ")
+    if isinstance(exc, bex.ClientError):
+        body = exc.response.get("Error", {})
+        operation = str(getattr(exc, "operation_name", "") or doing)
+        return map_client_error(
+            operation, str(body.get("Code", name)), str(body.get("Message", "")).strip()
+        )
+    node, software, values, denied = _families()
+    rules: tuple[tuple[tuple[type[BaseException], ...], Callable[[], OCFError]], ...] = (
+        ((bex.NoCredentialsError,), lambda: GenericError(NO_CREDENTIALS)),
+        (denied, lambda: PermError(f"{doing} was denied ({detail})")),
+        (
+            node + (_LOCAL_FILE_ERRORS if local_files else ()),
+            lambda: ArgsError(
+                f"{doing} failed: this node's AWS configuration cannot be used ({detail})"
+            ),
+        ),
+        (
+            software,
+            lambda: NotInstalledError(
+                f"{doing} failed: botocore or its data is missing or too old ({detail})"
+            ),
+        ),
+        (values, lambda: ConfigError(f"{doing} rejected the request: {detail}")),
+    )
+    for classes, make in rules:
+        if isinstance(exc, classes):
+            return make()
+    return GenericError(f"{doing} failed: {detail}")
+
+
+def _short(exc: BaseException) -> str:
+    """The exception's message, first line, cut short (a log line, never a dump)."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+T = TypeVar("T")
+
+
+def _guarded(doing: str, function: Callable[[], T], local_files: bool = False) -> T:
     try:
-        session = botocore.session.Session(profile=settings.profile)
-        session.get_scoped_config()  # an unknown profile fails here, clearly
-    except Exception as exc:  # noqa: BLE001 - botocore raises several kinds here
-        raise ConfigError(f"AWS profile {settings.profile!r} cannot be used: {exc}") from None
-    trimmed = search_path()
-    if trimmed is not None:
-        session.get_component("data_loader").search_paths.insert(0, trimmed)
+        return function()
+    except Exception as exc:  # noqa: BLE001 - the boundary: every exception is mapped
+        raise map_exception(exc, doing, local_files) from None
+
+
+def bypass_proxy_for_imds(environ: MutableMapping[str, str]) -> None:
+    """Name the metadata service's addresses in NO_PROXY (and no_proxy) of ``environ``.
+
+    botocore's own credential fetch from the metadata service honours the proxy variables of
+    the environment; a proxy could only answer for another machine, or not at all.
+    """
+    for var in ("NO_PROXY", "no_proxy"):
+        current = environ.get(var, "")
+        names = [name.strip() for name in current.split(",") if name.strip()]
+        missing = [host for host in IMDS_NO_PROXY if host not in names]
+        if missing:
+            environ[var] = ",".join(names + missing)
+
+
+def check_local(environ: Mapping[str, str], settings: AwsSettings) -> None:
+    """This node's AWS files, checked before any network call: 2 at once, naming the file.
+
+    botocore silently skips a configuration file it cannot read (the profile then looks
+    missing) and finds a bad ``ca_bundle`` only at the first TLS handshake, as a network error.
+    """
+    home = environ.get("HOME") or os.path.expanduser("~")
+    for var, default, what in (
+        ("AWS_CONFIG_FILE", ".aws/config", "AWS configuration file"),
+        ("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials", "AWS credentials file"),
+    ):
+        path = os.path.expanduser(environ.get(var) or os.path.join(home, default))
+        if os.path.lexists(path):  # a missing one is no error: botocore does without
+            try:
+                with open(path, "rb") as stream:
+                    stream.read(1)
+            except OSError as exc:
+                raise ArgsError(
+                    f"the {what} {path} cannot be read on this node: {exc.strerror or exc}"
+                ) from None
+    if settings.ca_bundle:
+        check_ca_bundle(settings.ca_bundle, "parameter ca_bundle")
+
+
+def check_ca_bundle(path: str, source: str) -> None:
+    """A CA bundle that exists, can be read and holds a certificate (2 otherwise).
+
+    The content check looks for a PEM certificate (what botocore and urllib3 load) instead of
+    loading the bundle into an SSL context, which costs ~50 ms for a distribution's bundle.
+    """
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)  # a directory of hashed certificates (c_rehash): readable is enough
+            return
+        with open(path, "rb") as stream:
+            content = stream.read(16 << 20)
+    except FileNotFoundError:
+        raise ArgsError(f"the CA bundle {path} ({source}) does not exist on this node") from None
+    except OSError as exc:
+        raise ArgsError(
+            f"the CA bundle {path} ({source}) cannot be read on this node: {exc.strerror or exc}"
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in content and b"-----BEGIN TRUSTED" not in content:
+        raise ArgsError(f"the CA bundle {path} ({source}) holds no PEM certificate")
+
+
+def connect(
+    settings: AwsSettings,
+    region: str,
+    deadline: Deadline,
+    agent: str,
+    cache_dir: Optional[str] = None,
+) -> Api:
+    """An EC2 :class:`Api` for this action; credentials from the default chain, a profile or
+    an assumed role. ``cache_dir``: where the trimmed EC2 model may be built (botomodel)."""
+    bypass_proxy_for_imds(os.environ)
+    check_local(os.environ, settings)
+    try:
+        import botocore.session
+        from botocore.config import Config
+    except ImportError as exc:
+        raise NotInstalledError(f"botocore cannot be imported: {exc}") from None
+    from . import botomodel
+
+    reading = "reading this node's AWS configuration"
+    session = _guarded(reading, lambda: botocore.session.Session(profile=settings.profile))
+    profiles = _guarded(reading, lambda: list(session.available_profiles), local_files=True)
+    if settings.profile is not None and settings.profile not in profiles:
+        raise ArgsError(
+            f"AWS profile {settings.profile!r} is not in this node's AWS configuration "
+            "(AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, or ~/.aws of the user Pacemaker "
+            "runs the agent as)"
+        )
+    _guarded(reading, session.get_scoped_config, local_files=True)  # e.g. AWS_PROFILE unknown
+    configured_bundle = _guarded(reading, lambda: session.get_config_variable("ca_bundle"))
+    if not settings.ca_bundle and configured_bundle:
+        check_ca_bundle(str(configured_bundle), "ca_bundle of the AWS configuration")
+    credentials = _guarded("resolving AWS credentials", session.get_credentials, local_files=True)
+    if credentials is None:
+        raise GenericError(NO_CREDENTIALS)
+    trimmed = _guarded(
+        "loading the trimmed EC2 model", lambda: botomodel.attach(session, cache_dir)
+    )
     connect_timeout, read_timeout = client_timeouts(deadline)
     config = Config(
         region_name=region,
@@ -187,12 +432,15 @@ def connect(settings: AwsSettings, region: str, deadline: Deadline, agent: str) 
     verify: Any = settings.ca_bundle if settings.ca_bundle else None
     if settings.role_arn:
         sts = Api(
-            session.create_client(
-                "sts",
-                region_name=region,
-                endpoint_url=settings.sts_endpoint_url,
-                verify=verify,
-                config=config,
+            _guarded(
+                "creating the STS client",
+                lambda: session.create_client(
+                    "sts",
+                    region_name=region,
+                    endpoint_url=settings.sts_endpoint_url,
+                    verify=verify,
+                    config=config,
+                ),
             ),
             deadline,
             attempt_time=connect_timeout + read_timeout,
@@ -206,10 +454,30 @@ def connect(settings: AwsSettings, region: str, deadline: Deadline, agent: str) 
         session.set_credentials(
             creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]
         )
-    client = session.create_client(
-        "ec2", region_name=region, endpoint_url=settings.endpoint_url, verify=verify, config=config
-    )
-    return Api(client, deadline, attempt_time=connect_timeout + read_timeout)
+
+    def ec2_client() -> BaseClient:
+        return session.create_client(
+            "ec2",
+            region_name=region,
+            endpoint_url=settings.endpoint_url,
+            verify=verify,
+            config=config,
+        )
+
+    try:
+        client = ec2_client()
+    except Exception as exc:  # noqa: BLE001 - the boundary: every exception is mapped
+        if trimmed is None:
+            raise map_exception(exc, "creating the EC2 client") from None
+        # "Slower, never wrong": botocore's own model, whatever went wrong with ours.
+        log.debug("the trimmed EC2 model %s cannot be used (%s)", trimmed, type(exc).__name__)
+        _guarded("creating the EC2 client", lambda: botomodel.detach(session))
+        trimmed = None
+        client = _guarded("creating the EC2 client", ec2_client)
+    api = Api(client, deadline, attempt_time=connect_timeout + read_timeout)
+    if trimmed is None and cache_dir:
+        api.deferred.append(lambda: botomodel.build(session, cache_dir))
+    return api
 
 
 def error_code(exc: BaseException) -> Optional[str]:

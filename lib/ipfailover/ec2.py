@@ -100,7 +100,7 @@ def describe_route_tables(
     if filters:
         kwargs["Filters"] = filters
     response = api.call("DescribeRouteTables", **kwargs)
-    return [
+    tables = [
         RouteTable(
             id=str(raw["RouteTableId"]),
             vpc_id=str(raw.get("VpcId", "")),
@@ -109,6 +109,11 @@ def describe_route_tables(
         )
         for raw in response.get("RouteTables", [])
     ]
+    if tag is None:
+        return tables
+    # EC2's filter reads * and ? in the value as wildcards: a table is ours only when its tag is
+    # exactly the configured one (a tag value "lab*" must not take over "lab-other"'s tables).
+    return [table for table in tables if table.tags.get(tag[0]) == tag[1]]
 
 
 def create_route(api: Api, table_id: str, cidr: str, eni_id: str, dry_run: bool = False) -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import json
 import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -50,7 +50,6 @@ IGNORED_DETACH_ERRORS = frozenset(
     }
 )
 RACE_ATTACH_ERRORS = frozenset({"InvalidNetworkInterface.InUse", "IncorrectState"})
-STATE_DIR_DEFAULT = "/run/resource-agents"
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -243,17 +242,18 @@ class EniFacts:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> EniFacts:
-        def texts(key: str) -> tuple[str, ...]:
-            return tuple(str(item) for item in data.get(key, []))
+        """The facts of a record; ``record.DamagedRecord`` (a ValueError) unless every field is
+        what start writes."""
+        from . import record
 
         facts = cls(
-            eni_id=str(data["eni_id"]),
-            mac=str(data["mac"]).lower(),
-            ipv4s=texts("ipv4s"),
-            ipv6s=texts("ipv6s"),
-            subnet_id=str(data["subnet_id"]),
-            subnet_cidr=str(data["subnet_cidr"]),
-            ipv6_cidrs=texts("ipv6_cidrs"),
+            eni_id=record.text(data, "eni_id"),
+            mac=record.text(data, "mac").lower(),
+            ipv4s=record.texts(data, "ipv4s"),
+            ipv6s=record.texts(data, "ipv6s"),
+            subnet_id=record.text(data, "subnet_id"),
+            subnet_cidr=record.text(data, "subnet_cidr"),
+            ipv6_cidrs=record.texts(data, "ipv6_cidrs"),
         )
         for ip in facts.ips:
             ipaddress.ip_address(ip)  # ValueError on a damaged record
@@ -355,12 +355,13 @@ class ObservedOs:
 
 
 def route_key(entry: RouteEntry) -> RouteKey:
-    gateway = str(ipaddress.ip_address(entry.gateway)) if entry.gateway else None
+    gateway = ipaddress.ip_address(entry.gateway) if entry.gateway else None
     if entry.dst:
         dst = str(ipaddress.ip_network(entry.dst, strict=False))
-    else:
-        dst = "::/0" if gateway and ":" in gateway else "0.0.0.0/0"
-    return dst, gateway
+    else:  # the default route of its gateway's family, or of the message's when on-link
+        v6 = gateway.version == 6 if gateway else entry.family == socket.AF_INET6
+        dst = "::/0" if v6 else "0.0.0.0/0"
+    return dst, str(gateway) if gateway else None
 
 
 def _rule_src(rule: Rule) -> Optional[str]:
@@ -478,60 +479,76 @@ def monitor_problems(wanted: WantedOs, observed: ObservedOs) -> list[str]:
 
 
 def record_path(environ: Mapping[str, str], eni_id: str, instance_id: str) -> str:
-    directory = environ.get("HA_RSCTMP") or STATE_DIR_DEFAULT
-    return os.path.join(directory, f"{NAME}-{eni_id}-{instance_id}.json")
+    from . import record
+
+    return record.path_in(environ, f"{NAME}-{eni_id}-{instance_id}.json")
+
+
+def _state_dir(ctx: Context) -> str:
+    from . import record
+
+    return record.state_dir(ctx.environ)
+
+
+def _record_names(ctx: Context, eni_id: str) -> list[str]:
+    from . import record
+
+    return record.names(ctx.environ, f"{NAME}-{eni_id}-")
 
 
 def any_record(environ: Mapping[str, str], eni_id: str) -> Optional[EniFacts]:
-    """A record of this ENI whatever the instance, for when this instance's id is unknown
-    (metadata service unreachable). The directory is the node's own (tmpfs), so there is at most
-    one; any of them describes the same ENI (MAC and addresses)."""
-    directory = environ.get("HA_RSCTMP") or STATE_DIR_DEFAULT
-    prefix = f"{NAME}-{eni_id}-"
-    try:
-        names = sorted(n for n in os.listdir(directory) if n.startswith(prefix))
-    except OSError:
-        return None
-    for name in names:
-        if name.endswith(".json"):
-            record = load_record(os.path.join(directory, name))
-            if record is not None:
-                return record
-    return None
+    """The record of this ENI whatever the instance, for when this instance's id is unknown
+    (metadata service unreachable). The directory is the node's own (tmpfs), so there is normally
+    at most one; when usable records disagree about the ENI's MAC or addresses, no one of them
+    can be trusted over the others: GenericError (monitor then says "cannot tell", never 7)."""
+    from . import record
+
+    found = {}
+    for path in record.names(environ, f"{NAME}-{eni_id}-"):
+        facts = load_record(path, eni_id)
+        if facts is not None:
+            found[path] = facts
+    kinds = {(f.mac, frozenset(f.ips)) for f in found.values()}
+    if len(kinds) > 1:
+        raise GenericError(
+            f"the records of {eni_id} in {record.state_dir(environ)} disagree "
+            f"({', '.join(sorted(os.path.basename(p) for p in found))}) and this instance's id "
+            "is unknown (instance metadata unreachable): cannot tell which describes this node; "
+            "remove the records of other instances"
+        )
+    return next(iter(found.values()), None)
 
 
-def load_record(path: str) -> Optional[EniFacts]:
+def load_record(path: str, eni_id: Optional[str] = None) -> Optional[EniFacts]:
+    """The facts start recorded at ``path``; None (with a warning) when absent or unusable, or
+    when the record is not about ``eni_id``."""
+    from . import record
+
+    data = record.read(path)
+    if data is None:
+        return None
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        return EniFacts.from_json(data)
-    except FileNotFoundError:
+        facts = EniFacts.from_json(data)
+    except ValueError as exc:
+        record.ignored(path, str(exc))
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring the unreadable record %s: %s", path, exc)
+    if eni_id is not None and facts.eni_id != eni_id:
+        record.ignored(path, f"it is about {facts.eni_id[:40]!r}, not {eni_id}")
         return None
+    return facts
 
 
 def save_record(path: str, facts: EniFacts, instance_id: str) -> None:
-    directory = os.path.dirname(path)
-    try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(facts.to_json(instance_id), handle)
-        os.replace(temporary, path)
-    except OSError as exc:
-        # Not fatal: monitor with the EC2 check does not need it.
-        log.warning("could not write the record %s: %s", path, exc)
+    """Not fatal when it fails (a warning): monitor with the EC2 check does not need it."""
+    from . import record
+
+    record.write(path, facts.to_json(instance_id))
 
 
 def remove_record(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not remove the record %s: %s", path, exc)
+    from . import record
+
+    record.remove(path)
 
 
 # ----------------------------------------------------------------------------- effects: AWS
@@ -802,25 +819,40 @@ def _configure_os(ctx: Context, nl: Netlink, cfg: Config, wanted: WantedOs) -> L
 
 
 def _release_os(nl: Netlink, cfg: Config, mac: Optional[str], ips: Sequence[str]) -> None:
-    """Remove our rules, our table's routes and the ENI's addresses; verify."""
-    for rule in own_rules(nl.rules(), cfg.table, cfg.priority):
-        if rule.src is None:
-            log.warning("leaving 'from all lookup %d priority %d' alone", cfg.table, cfg.priority)
-            continue
-        nl.del_rule(rule.src, cfg.table, cfg.priority)
-        log.info("removed rule from %s lookup %d", rule.src, cfg.table)
-    if nl.routes(cfg.table):
-        nl.flush_table(cfg.table)
-        log.info("flushed table %d", cfg.table)
+    """Remove what is known to be the ENI's: our rules from its addresses, our table's routes
+    through its link, its addresses on its link; verify.
+
+    Only from facts (the record of our start, or EC2's description of the ENI): a rule or route
+    of our table and priority that is not from the ENI's addresses or through its link may be
+    another resource's (the same table or priority by mistake) and is left alone.
+    """
     link = nl.link_by_mac(mac) if mac else None
     wanted = {str(ipaddress.ip_address(ip)) for ip in ips}
+    sources = {str(ipaddress.ip_network(ip)) for ip in wanted}
+
+    def rules() -> list[Rule]:
+        return [
+            r for r in own_rules(nl.rules(), cfg.table, cfg.priority) if _rule_src(r) in sources
+        ]
+
+    def routes() -> list[RouteEntry]:
+        index = link.index if link is not None else None
+        return [r for r in nl.routes(cfg.table) if index is not None and r.oif == index]
+
+    for rule in rules():
+        assert rule.src is not None
+        nl.del_rule(rule.src, cfg.table, cfg.priority)
+        log.info("removed rule from %s lookup %d", rule.src, cfg.table)
+    for route in routes():
+        nl.del_route(cfg.table, route.dst, route.oif, route.family)
+        log.info("removed route %s from table %d", _route_text(route_key(route)), cfg.table)
     if link is not None:
         for addr in nl.addresses(link.index):
             if addr.ip in wanted:
                 nl.del_address(link.index, addr.ip, addr.prefixlen)
                 log.info("removed %s/%d from %s", addr.ip, addr.prefixlen, link.name)
-    left = [f"rule from {r.src}" for r in own_rules(nl.rules(), cfg.table, cfg.priority) if r.src]
-    left += [f"route {_route_text(route_key(r))}" for r in nl.routes(cfg.table)]
+    left = [f"rule from {r.src}" for r in rules()]
+    left += [f"route {_route_text(route_key(r))}" for r in routes()]
     if link is not None:
         left += [f"address {a.ip}" for a in nl.addresses(link.index) if a.ip in wanted]
     if left:
@@ -863,8 +895,9 @@ def start(ctx: Context) -> int:
             subnets[:] = [ec2.describe_subnet(api, eni.subnet_id)]
         facts = eni_facts(eni, subnets[0].cidr, subnets[0].ipv6_cidrs)
         wanted = wanted_os(facts, cfg.policy_routing, cfg.table, cfg.priority, cfg.ipv6_gateway)
-        link = _configure_os(ctx, rt.netlink, cfg, wanted)
+        # Recorded before the OS is changed: a start killed midway leaves what stop needs.
         save_record(record_path(ctx.environ, cfg.eni_id, instance_id), facts, instance_id)
+        link = _configure_os(ctx, rt.netlink, cfg, wanted)
         log.info(
             "%s is active on %s (%s) after %.1fs, %d API calls",
             cfg.eni_id,
@@ -883,7 +916,7 @@ def stop(ctx: Context) -> int:
     with Runtime(ctx, cfg.aws) as rt:
         instance_id = node.instance_id(rt.imds)
         path = record_path(ctx.environ, cfg.eni_id, instance_id)
-        record = load_record(path)
+        record = load_record(path, cfg.eni_id)
         # The OS side first, from what start recorded: it goes whatever EC2 says or does.
         _release_os(rt.netlink, cfg, record.mac if record else None, record.ips if record else ())
         try:
@@ -894,7 +927,8 @@ def stop(ctx: Context) -> int:
         except OCFError as exc:
             # A missing permission stays exit 4 (DESIGN: permission errors map to 4).
             raise OCFError(
-                f"removed the OS configuration of {cfg.eni_id}, but cannot tell whether it is "
+                f"{'removed' if record else 'without a record, left'} the OS configuration of "
+                f"{cfg.eni_id}, but cannot tell whether it is "
                 f"still attached here: {exc.reason}",
                 OCF.ERR_PERM if exc.rc == OCF.ERR_PERM else OCF.ERR_GENERIC,
             ) from None
@@ -914,9 +948,17 @@ def stop(ctx: Context) -> int:
     return OCF.SUCCESS
 
 
-def _record_check(ctx: Context, nl: Netlink, cfg: Config, record: Optional[EniFacts]) -> int:
-    """The OS-only check, from what start recorded."""
+def _record_check(
+    ctx: Context, nl: Netlink, cfg: Config, record: Optional[EniFacts], damaged: bool = False
+) -> int:
+    """The OS-only check, from what start recorded (``damaged``: a record exists but could not
+    be used, so a start did run here: "not running" would be a guess)."""
     if record is None:
+        if damaged:
+            raise GenericError(
+                f"cannot tell whether {cfg.eni_id} is running here: its record in "
+                f"{_state_dir(ctx)} is unusable (see the warning) and EC2 cannot be asked"
+            )
         if cfg.policy_routing and own_rules(nl.rules(), cfg.table, cfg.priority):
             raise GenericError(
                 f"cannot tell whether {cfg.eni_id} is running here: rules of table {cfg.table} "
@@ -949,10 +991,14 @@ def monitor(ctx: Context) -> int:
                 exc.reason,
                 cfg.eni_id,
             )
-            return _record_check(ctx, rt.netlink, cfg, any_record(ctx.environ, cfg.eni_id))
-        record = load_record(record_path(ctx.environ, cfg.eni_id, instance_id))
+            record = any_record(ctx.environ, cfg.eni_id)
+            damaged = record is None and bool(_record_names(ctx, cfg.eni_id))
+            return _record_check(ctx, rt.netlink, cfg, record, damaged)
+        path = record_path(ctx.environ, cfg.eni_id, instance_id)
+        record = load_record(path, cfg.eni_id)
+        damaged = record is None and os.path.lexists(path)
         if not cfg.monitor_api:
-            return _record_check(ctx, rt.netlink, cfg, record)
+            return _record_check(ctx, rt.netlink, cfg, record, damaged)
         try:
             api = rt.api()
             eni = ec2.describe_eni(api, cfg.eni_id)
@@ -964,7 +1010,7 @@ def monitor(ctx: Context) -> int:
                 cfg.eni_id,
                 exc.reason,
             )
-            return _record_check(ctx, rt.netlink, cfg, record)
+            return _record_check(ctx, rt.netlink, cfg, record, damaged)
         problem = primary_problem(eni)
         if problem:
             raise ConfigError(problem)

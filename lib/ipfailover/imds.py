@@ -4,6 +4,7 @@ Plain ``http.client``, so it is cheap to import and never goes through a proxy (
 service is link-local; a proxy could only answer for another machine). The session token is
 fetched lazily, cached for the life of the process, fetched again once when the service answers
 401 (expired or rotated), and a 403 on the token request means the operator disabled IMDS.
+Throttling (429) and server errors (5xx) are transient: retried a few times with short waits.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ TOKEN_TTL_SECONDS = 300
 CONNECT_TIMEOUT = 0.5
 READ_TIMEOUT = 1.0
 ATTEMPTS = 3
+THROTTLED = 429  # the metadata service limits requests per instance: transient
 
 
 class ImdsNotFound(GenericError):
@@ -94,7 +96,8 @@ class Imds:
         return self._token
 
     def _request(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
-        """One HTTP exchange, retried on connection trouble and 5xx within a small bound."""
+        """One HTTP exchange, retried on connection trouble, 429 (IMDS throttling) and 5xx
+        within a small bound."""
         last = ""
         for attempt in range(ATTEMPTS):
             self._deadline.check("asking the instance metadata service")
@@ -110,7 +113,7 @@ class Imds:
                 response = conn.getresponse()
                 raw = response.read(65536)
                 self.requests += 1
-                if response.status < 500:
+                if response.status < 500 and response.status != THROTTLED:
                     try:
                         return response.status, raw.decode("utf-8")
                     except UnicodeDecodeError:

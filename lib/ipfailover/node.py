@@ -9,8 +9,8 @@ from typing import Optional
 from ocf_shim import ArgsError, GenericError
 
 from .imds import Imds, ImdsNotFound
+from .params import is_region
 
-_AZ_RE = re.compile(r"^([a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d{1,2})[a-z]$")
 _ID_RE = re.compile(r"^(i|eni|vpc|subnet)-[0-9a-f]{8,17}$")
 
 
@@ -26,15 +26,15 @@ def instance_id(imds: Imds) -> str:
 
 
 def region(imds: Imds) -> str:
-    """The region from the placement data (older IMDS only has the availability zone)."""
-    text = imds.get_optional("meta-data/placement/region")
-    if text and re.fullmatch(r"[a-z]{2}[a-z0-9-]{3,30}", text.strip()):
-        return text.strip()
+    """The region from the placement data (older IMDS only has the availability zone: the
+    region and a letter), of the shape a region parameter has (params.is_region)."""
+    text = (imds.get_optional("meta-data/placement/region") or "").strip()
+    if is_region(text):
+        return text
     az = imds.get("meta-data/placement/availability-zone").strip()
-    match = _AZ_RE.fullmatch(az)
-    if not match:
+    if not (is_region(az[:-1]) and "a" <= az[-1:] <= "z"):
         raise GenericError(f"instance metadata returned a malformed availability zone: {az[:40]!r}")
-    return match.group(1)
+    return az[:-1]
 
 
 @dataclass(frozen=True)

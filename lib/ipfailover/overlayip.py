@@ -241,9 +241,10 @@ def start(ctx: Context) -> int:
                 applied, patience = ctx.deadline.elapsed(), reapply_patience()
                 continue
             ctx.deadline.sleep(0.2, f"waiting for the routes to settle ({'; '.join(problems)})")
-        if rt.netlink.find_address(str(cfg.ip), link.index) is None:
+        if not _configured(rt, cfg, link.index):
             raise GenericError(
-                f"{cfg.ip} did not stay on {cfg.interface} (removed by another program?)"
+                _others_note(rt, cfg, link.index)
+                or f"{cfg.ip} did not stay on {cfg.interface} (removed by another program?)"
             )
         log.info(
             "%s routed to %s in %d table(s) (%d changed), %d API calls",
@@ -256,6 +257,35 @@ def start(ctx: Context) -> int:
     return OCF.SUCCESS
 
 
+def _configured(rt: Runtime, cfg: Config, index: int) -> bool:
+    """Whether the address is on the interface as start adds it: /32 (IPv4) or /128 (IPv6).
+
+    The same address with another prefix length is not this resource's (start never adds it so):
+    e.g. the node's own address, in a misconfiguration. It is neither reported as running nor
+    removed.
+    """
+    wanted = str(cfg.ip)
+    return any(
+        a.ip == wanted and a.prefixlen == cfg.ip.max_prefixlen for a in rt.netlink.addresses(index)
+    )
+
+
+def _others_note(rt: Runtime, cfg: Config, index: int) -> Optional[str]:
+    """A word about the address configured here with another prefix length, if it is."""
+    wanted = str(cfg.ip)
+    others = [
+        f"{a.ip}/{a.prefixlen}"
+        for a in rt.netlink.addresses(index)
+        if a.ip == wanted and a.prefixlen != cfg.ip.max_prefixlen
+    ]
+    if not others:
+        return None
+    return (
+        f"{', '.join(others)} on {cfg.interface} is not this resource's (it adds "
+        f"{cfg.ip}/{cfg.ip.max_prefixlen} only): left alone; check the ip parameter"
+    )
+
+
 def stop(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
     with Runtime(ctx, cfg.aws) as rt:
@@ -265,8 +295,11 @@ def stop(ctx: Context) -> int:
             return OCF.SUCCESS
         if rt.netlink.del_address(link.index, str(cfg.ip), cfg.ip.max_prefixlen):
             log.info("removed %s from %s", cfg.ip, cfg.interface)
-        if rt.netlink.find_address(str(cfg.ip), link.index) is not None:
+        if _configured(rt, cfg, link.index):
             raise GenericError(f"{cfg.ip} is still on {cfg.interface} after removing it")
+        note = _others_note(rt, cfg, link.index)
+        if note:
+            log.warning("%s", note)
     return OCF.SUCCESS
 
 
@@ -276,9 +309,12 @@ def monitor(ctx: Context) -> int:
     from .aws import error_code
 
     with Runtime(ctx, cfg.aws) as rt:
-        link = rt.link_with(cfg.interface, str(cfg.ip))
-        if link is None:
-            if not ctx.is_probe:
+        link = rt.netlink.link_by_name(cfg.interface)
+        if link is None or not _configured(rt, cfg, link.index):
+            note = _others_note(rt, cfg, link.index) if link is not None else None
+            if note:
+                log.warning("%s", note)
+            elif not ctx.is_probe:
                 log.info("%s is not configured on %s", cfg.ip, cfg.interface)
             return OCF.NOT_RUNNING
         if not cfg.monitor_api:

@@ -56,13 +56,16 @@ PARAMETERS = (
         "routing_table_tag",
         "Find route tables by tag",
         "Key=Value: manage every route table of the instance's VPC that carries this tag, so "
-        "tables can be added without reconfiguring the cluster.",
+        "tables can be added without reconfiguring the cluster. The key may be one AWS sets, "
+        "such as aws:cloudformation:stack-name.",
     ),
     Parameter(
         "interface",
         "Network interface",
-        "The interface that gets the address. Its ENI (found by MAC through the instance "
-        "metadata) is the target of the routes.",
+        "The interface that gets the address, by the name 'ip link' shows (at most 15 "
+        "bytes; not an alias label such as eth0:1, which is the label parameter, and not an "
+        "altname). Its ENI (found by MAC through the instance metadata) is the target of the "
+        "routes.",
         default="eth0",
     ),
     Parameter(
@@ -156,7 +159,7 @@ def parse_config(params: Mapping[str, Value]) -> Config:
     tag_text = params.get("routing_table_tag")
     if not tables_text and not tag_text:
         raise ConfigError("set routing_table (rtb-... ids) or routing_table_tag (Key=Value)")
-    interface = parse_interface("interface", str(params.get("interface") or "eth0"))
+    interface = parse_interface("interface", str(params.get("interface") or "eth0"), "label")
     label = params.get("label")
     if label is not None:
         label = str(label)

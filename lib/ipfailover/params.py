@@ -7,7 +7,7 @@ so nothing a user typed can forge log lines or exit reasons.
 
 from __future__ import annotations
 
-from ocf_shim import ActionSpec, ConfigError, Parameter, lazy_handler
+from ocf_shim import ActionSpec, ConfigError, Parameter, lazy_handler, redact
 
 from .ipsyntax import (
     ipv4_mapped,
@@ -38,20 +38,16 @@ _LETTERS = _LOWER | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _DIGITS = frozenset("0123456789")
 _ALNUM = _LETTERS | _DIGITS
 _LOWER_HEX = frozenset("0123456789abcdef")
-_INTERFACE_CHARS = _ALNUM | frozenset("_.:@-")
-_PARTITION_CHARS = _LOWER | frozenset("-")
-_ROLE_NAME_CHARS = _ALNUM | frozenset("_+=,.@/-")
+_HEX = _DIGITS | frozenset("abcdefABCDEF")
+_ROLE_NAME_CHARS = _ALNUM | frozenset("_+=,.@-")
+_ROLE_PATH_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 _HOST_CHARS = _ALNUM | frozenset(".-")
+_LABEL_CHARS = _ALNUM | frozenset("-")
 _BRACKETED_CHARS = frozenset("0123456789ABCDEFabcdef:.")
 _PATH_CHARS = _ALNUM | frozenset("_.~%/-")
-_PROFILE_PUNCTUATION = frozenset("+=,.@-")
-_PATH_PUNCTUATION = frozenset("./+-")
-
-
-def _word(text: str, punctuation: frozenset[str]) -> bool:
-    """Every character is a Unicode letter or digit, ``_``, or in ``punctuation`` (like
-    ``[\\w...]`` of re)."""
-    return all(c.isalnum() or c == "_" or c in punctuation for c in text)
+# RFC 3986 userinfo: unreserved, sub-delims and ":" (and %XX, checked apart)
+_USERINFO_CHARS = _ALNUM | frozenset("-._~!$&'()*+,;=:")
+PATH_MAX = 4096  # the kernel's limit for a path, its final NUL included
 
 
 def _lower(text: str) -> bool:
@@ -181,9 +177,14 @@ def parse_id_list(name: str, value: str, prefix: str) -> tuple[str, ...]:
 
 
 def parse_tag(name: str, value: str) -> tuple[str, str]:
-    """``Key=Value`` as used to find resources by tag."""
+    """``Key=Value`` as used to find resources by tag.
+
+    Keys may begin with ``aws:``: only AWS may set such tags, but anyone may look them up, and
+    CloudFormation tags every route table it makes that way (``aws:cloudformation:stack-name``).
+    """
     key, equals, tag_value = value.strip().partition("=")
-    # Key: 1-128 characters, no "=" or ",", not starting with a blank; value: up to 256, no ",".
+    # Key: 1-128 characters, no "=" or ",", not starting with a blank; value: up to 256, no ","
+    # (EC2 allows "," in both, but "a=b,c=d" reads as two tags: refused rather than guessed).
     if not (
         equals
         and 1 <= len(key) <= 128
@@ -191,21 +192,67 @@ def parse_tag(name: str, value: str) -> tuple[str, str]:
         and "," not in key
         and len(tag_value) <= 256
         and "," not in tag_value
-    ) or key.startswith("aws:"):
+    ):
         raise ConfigError(f"parameter {name!r}: {quote(value)} is not of the form Key=Value")
     return key.strip(), tag_value.strip()
 
 
-def parse_interface(name: str, value: str) -> str:
-    """A Linux interface name: 1-15 ASCII characters, starting with a letter or digit."""
-    if (
-        not 1 <= len(value) <= 15
-        or value[0] not in _ALNUM
-        or not _INTERFACE_CHARS.issuperset(value)
-        or value in (".", "..")
-    ):
-        raise ConfigError(f"parameter {name!r}: {quote(value)} is not a network interface name")
+IFNAMSIZ = 16  # the kernel's buffer for an interface name, its final NUL included
+# Bytes the kernel's isspace() (lib/ctype.c, Latin-1) calls blank: 0xA0 is one, so a name with
+# "à" (UTF-8 c3 a0) is refused by the kernel too.
+_KERNEL_BLANKS = frozenset(b"\t\n\v\f\r \xa0")
+
+
+def parse_interface(name: str, value: str, label_parameter: Optional[str] = None) -> str:
+    """A Linux interface name, exactly as the kernel's ``dev_valid_name()`` (net/core/dev.c)
+    takes one: 1 to 15 bytes (IFNAMSIZ), not ``.`` or ``..``, no ``/``, ``:`` or blank byte;
+    any other byte is allowed (the shim refuses control characters in every parameter first).
+
+    ``eth0:1`` is refused with its own reason: it is an alias label (IPaddr2, ifconfig), not an
+    interface. ``label_parameter`` names the parameter that takes such a label, if the agent
+    has one. Altnames (``ip link property add altname``, up to 127 bytes) are not looked up: the
+    agents find the link by IFLA_IFNAME, the name ``ip addr``, labels and every other agent of
+    the cluster use, and a label must begin with it.
+    """
+    raw = _name_bytes(value)
+    device = value.partition(":")[0]
+    if ":" in value and _is_kernel_name(_name_bytes(device)):
+        hint = f" and {label_parameter}={quote(value)}" if label_parameter else ""
+        raise ConfigError(
+            f"parameter {name!r}: {quote(value)} is an alias label (IPaddr2, ifconfig), not an "
+            f"interface: set {name}={quote(device)}{hint}"
+        )
+    if len(raw) >= IFNAMSIZ:
+        raise ConfigError(
+            f"parameter {name!r}: {quote(value)} is {len(raw)} bytes, but a Linux interface name "
+            f"has at most {IFNAMSIZ - 1}; altnames (longer names added with 'ip link property "
+            "add altname') are not looked up: give the name 'ip -brief link' shows"
+        )
+    if not _is_kernel_name(raw):
+        raise ConfigError(
+            f"parameter {name!r}: {quote(value)} is not a Linux interface name (1-15 bytes, no "
+            "'/', ':' or blanks, not '.' or '..')"
+        )
     return value
+
+
+def _name_bytes(value: str) -> bytes:
+    """The bytes the kernel would get (undecodable bytes of the environment as they were)."""
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return b"/"  # text no environment can carry: refused as a name
+
+
+def _is_kernel_name(raw: bytes) -> bool:
+    """``dev_valid_name()`` of net/core/dev.c."""
+    return (
+        0 < len(raw) < IFNAMSIZ
+        and raw not in (b".", b"..")
+        and b"/" not in raw
+        and b":" not in raw
+        and not _KERNEL_BLANKS.intersection(raw)
+    )
 
 
 def parse_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -215,29 +262,65 @@ def parse_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return text
 
 
-def _is_url(text: str) -> bool:
-    """``http(s)://`` host (name, or IPv6 address in brackets), ``:port`` (1-65535), ``/path``."""
-    if text.startswith("http://"):
-        rest = text[7:]
-    elif text.startswith("https://"):
-        rest = text[8:]
-    else:
-        return False
+def _is_host_name(host: str) -> bool:
+    """A host name as botocore's ``is_valid_endpoint_url`` takes one: dot-separated labels of
+    1-63 ASCII letters, digits and ``-`` (not first or last), an optional final dot, at most
+    255 characters."""
+    labels = (host[:-1] if host.endswith(".") else host).split(".")
+    return len(host) <= 255 and all(
+        1 <= len(label) <= 63
+        and label[0] != "-"
+        and label[-1] != "-"
+        and _LABEL_CHARS.issuperset(label)
+        for label in labels
+    )
+
+
+def _is_userinfo(text: str) -> bool:
+    """RFC 3986 ``userinfo``: unreserved characters, sub-delims, ``:`` and ``%XX``."""
+    index = 0
+    while index < len(text):
+        if text[index] == "%":
+            if len(text[index + 1 : index + 3]) != 2 or not _HEX.issuperset(
+                text[index + 1 : index + 3]
+            ):
+                return False
+            index += 3
+        elif text[index] in _USERINFO_CHARS:
+            index += 1
+        else:
+            return False
+    return bool(text)
+
+
+def _host_length(rest: str) -> int:
+    """The length of the host (name, or IPv6 address in brackets) that ``rest`` begins with,
+    or 0 when it does not begin with one."""
     if rest.startswith("["):
         close = rest.find("]")
         inside = rest[1:close]
         if close < 0 or not 2 <= len(inside) <= 45 or not _BRACKETED_CHARS.issuperset(inside):
-            return False
+            return 0
         parsed = parse_address(inside)
-        if parsed is None or parsed[0] != 6:
+        return close + 1 if parsed is not None and parsed[0] == 6 else 0
+    end = _run(rest, 0, _HOST_CHARS)
+    return end if _is_host_name(rest[:end]) else 0
+
+
+def _is_url(text: str, userinfo: bool = False) -> bool:
+    """``http(s)://`` host (name, or IPv6 address in brackets), ``:port`` (1-65535), ``/path``;
+    with ``userinfo``, ``user:password@`` before the host too."""
+    scheme, _, rest = text.partition("://")
+    if scheme not in ("http", "https"):
+        return False
+    if userinfo and "@" in rest.split("/", 1)[0]:
+        credentials, _, rest = rest.partition("@")
+        if not _is_userinfo(credentials):
             return False
-        rest = rest[close + 1 :]
-    else:
-        end = _run(rest, 0, _HOST_CHARS)
-        host = rest[:end]
-        if not 1 <= len(host) <= 253 or host[0] not in _ALNUM or host[-1] not in _ALNUM:
-            return False
-        rest = rest[end:]
+    end = _host_length(rest)
+    if not end:
+        return False
+    rest = rest[end:]
     if rest.startswith(":"):
         end = _run(rest, 1, _DIGITS)
         port = rest[1:end]
@@ -248,10 +331,24 @@ def _is_url(text: str) -> bool:
 
 
 def parse_url(name: str, value: str) -> str:
-    """An http(s) URL: host name or IP address, optional port (1-65535) and path; ASCII only."""
+    """An http(s) URL: host name or IP address, optional port (1-65535) and path; ASCII only.
+    Messages never show the password of a ``user:password@`` (refused here)."""
     text = value.strip()
     if not _is_url(text):
-        raise ConfigError(f"parameter {name!r}: {quote(value)} is not an http(s) URL")
+        raise ConfigError(f"parameter {name!r}: {redact(name, value)} is not an http(s) URL")
+    return text
+
+
+def parse_proxy_url(name: str, value: str) -> str:
+    """An http(s) URL as :func:`parse_url`, with ``user:password@`` allowed (an authenticated
+    proxy: botocore sends them as Basic proxy authorization, percent-decoded). Messages never
+    show the password."""
+    text = value.strip()
+    if not _is_url(text, userinfo=True):
+        raise ConfigError(
+            f"parameter {name!r}: {redact(name, value)} is not an http(s) URL "
+            "(http://[user:password@]host[:port]; '@', ':' or '/' in a password as %40, %3A, %2F)"
+        )
     return text
 
 
@@ -332,44 +429,69 @@ def _text(params: Mapping[str, Value], name: str) -> Optional[str]:
     return str(value)
 
 
-def _is_region(text: str) -> bool:
-    """``xx-name-N`` (N up to 2 digits), with ``-gov`` or ``-iso...`` after ``xx`` allowed."""
+REGION_MAX = 63  # a region name is one label of the endpoint's host name
+
+
+def is_region(text: str) -> bool:
+    """The generic shape of an AWS region name: ``area-name-N`` with any number of name parts
+    (``eu-central-1``, ``us-gov-west-1``, ``us-isob-east-1``, ``eusc-de-east-1``): ASCII
+    lower-case letters, digits only in the final number, at most 63 characters. Which regions
+    exist, and in which partition, is botocore's knowledge (:mod:`ipfailover.partition`)."""
     parts = text.split("-")
-    if len(parts) == 4:
-        special = parts.pop(1)
-        if special != "gov" and not (special.startswith("iso") and _LOWER.issuperset(special)):
-            return False
-    if len(parts) != 3:
-        return False
-    country, area, number = parts
-    return len(country) == 2 and _lower(country) and _lower(area) and _digits(number, 1, 2)
+    return (
+        len(text) <= REGION_MAX
+        and len(parts) >= 3
+        and len(parts[0]) >= 2
+        and all(_lower(part) for part in parts[:-1])
+        and _digits(parts[-1], 1, 3)
+    )
+
+
+def arn_partition(arn: str) -> str:
+    """The partition of an ARN: ``aws-cn`` of ``arn:aws-cn:iam::...``."""
+    return arn.split(":", 2)[1]
+
+
+def _is_partition(text: str) -> bool:
+    """``aws``, or ``aws-`` and lower-case words (``aws-cn``, ``aws-iso-b``, ``aws-eusc``)."""
+    parts = text.split("-")
+    return parts[0] == "aws" and all(_lower(part) for part in parts[1:])
 
 
 def _is_role_arn(text: str) -> bool:
-    """``arn:aws[a-z-]*:iam::<12 digits>:role/<1-512 characters of a role path and name>``"""
-    if not text.startswith("arn:aws"):
+    """``arn:<partition>:iam::<12 digits>:role/<path><name>``, with IAM's rules: the path is
+    ``/`` or ``/.../`` of printable ASCII (at most 512 characters), the name 1-64 characters of
+    letters, digits and ``_+=,.@-``."""
+    parts = text.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn" or parts[2:4] != ["iam", ""]:
         return False
-    partition, iam, rest = text[7:].partition(":iam::")
-    if not iam or not _PARTITION_CHARS.issuperset(partition):
-        return False
-    account, role, role_name = rest[:12], rest[12:18], rest[18:]
+    _, partition, _, _, account, resource = parts
+    kind, slash, path_name = resource.partition("/")
+    path, _, role_name = ("/" + path_name).rpartition("/")
     return (
-        _digits(account, 12, 12)
-        and role == ":role/"
-        and 1 <= len(role_name) <= 512
+        _is_partition(partition)
+        and _digits(account, 12, 12)
+        and kind == "role"
+        and bool(slash)
+        and len(path) + 1 <= 512
+        and path != "/"
+        and _ROLE_PATH_CHARS.issuperset(path)
+        and 1 <= len(role_name) <= 64
         and _ROLE_NAME_CHARS.issuperset(role_name)
     )
 
 
 def parse_aws_settings(params: Mapping[str, Value]) -> AwsSettings:
     region = _text(params, "region")
-    if region is not None and not _is_region(region):
+    if region is not None and not is_region(region):
         raise ConfigError(f"parameter 'region': {quote(region)} is not an AWS region name")
     profile = _text(params, "profile")
-    if profile is not None and not (
-        1 <= len(profile) <= 128 and _word(profile, _PROFILE_PUNCTUATION)
-    ):
-        raise ConfigError(f"parameter 'profile': {quote(profile)} is not a profile name")
+    # botocore takes any section name of the AWS config files (shlex-quoted after "profile");
+    # whether it is there is a fact of this node (checked when the session is made).
+    if profile is not None and not (profile.strip() == profile and profile.isprintable()):
+        raise ConfigError(
+            f"parameter 'profile': {quote(profile)} is not a profile name (no blanks around it)"
+        )
     role_arn = _text(params, "role_arn")
     if role_arn is not None and not _is_role_arn(role_arn):
         raise ConfigError(
@@ -380,10 +502,12 @@ def parse_aws_settings(params: Mapping[str, Value]) -> AwsSettings:
     sts_endpoint = _text(params, "sts_endpoint_url")
     proxy = _text(params, "proxy")
     ca_bundle = _text(params, "ca_bundle")
+    # Any absolute path the kernel takes; whether the file is there and readable is a fact of
+    # this node (checked when the client is made).
     if ca_bundle is not None and not (
         ca_bundle.startswith("/")
-        and 2 <= len(ca_bundle) <= 1024
-        and _word(ca_bundle[1:], _PATH_PUNCTUATION)
+        and len(_name_bytes(ca_bundle)) < PATH_MAX
+        and ca_bundle.isprintable()
     ):
         raise ConfigError(f"parameter 'ca_bundle': {quote(ca_bundle)} is not an absolute path")
     return AwsSettings(
@@ -392,7 +516,7 @@ def parse_aws_settings(params: Mapping[str, Value]) -> AwsSettings:
         role_arn=role_arn,
         endpoint_url=parse_url("endpoint_url", endpoint) if endpoint else None,
         sts_endpoint_url=parse_url("sts_endpoint_url", sts_endpoint) if sts_endpoint else None,
-        proxy=parse_url("proxy", proxy) if proxy else None,
+        proxy=parse_proxy_url("proxy", proxy) if proxy else None,
         ca_bundle=ca_bundle,
     )
 
@@ -402,7 +526,9 @@ AWS_PARAMETERS = (
         "region",
         "AWS region",
         "The AWS region of the instance, e.g. eu-central-1. When unset, the agent reads it from "
-        "the instance metadata service.",
+        "the instance metadata service. The partition (aws, aws-cn, aws-us-gov, aws-eusc...) "
+        "and the endpoints come from the installed botocore; for a region it does not know "
+        "yet, set endpoint_url (and sts_endpoint_url with role_arn).",
     ),
     Parameter(
         "profile",
@@ -416,7 +542,7 @@ AWS_PARAMETERS = (
         "IAM role to assume",
         "ARN of an IAM role that the agent assumes (sts:AssumeRole) with the credentials it "
         "found, before calling EC2. Use it when the instance role itself must not hold the "
-        "permissions to move the address.",
+        "permissions to move the address. It must be in the region's partition.",
     ),
     Parameter(
         "endpoint_url",
@@ -433,7 +559,9 @@ AWS_PARAMETERS = (
     Parameter(
         "proxy",
         "HTTPS proxy for the EC2 API",
-        "Proxy URL (http://host:port) for the calls to the AWS APIs. The instance metadata "
+        "Proxy URL (http://host:port, or http://user:password@host:port for a proxy that "
+        "asks for Basic authentication; '@', ':' or '/' in the password as %40, %3A, %2F) for "
+        "the calls to the AWS APIs. The password is never logged. The instance metadata "
         "service is never reached through it.",
     ),
     Parameter(

@@ -38,6 +38,8 @@ class Runtime:
     def __exit__(self, *exc: object) -> None:
         if self._netlink is not None:
             self._netlink.close()
+        if self._api is not None:
+            self._api.finish()  # after the action's work: e.g. build the trimmed EC2 model
 
     @property
     def imds(self) -> Imds:
@@ -52,35 +54,40 @@ class Runtime:
         if self._netlink is None:
             from .netlink import Netlink
 
-            self._netlink = Netlink()
+            self._netlink = Netlink(self.ctx.deadline)
         return self._netlink
 
     def region(self) -> str:
+        """The parameter's region, or this instance's; known to botocore or reached through
+        the endpoint parameters, and in role_arn's partition (ipfailover.partition)."""
         if self._region is None:
             from . import node
+            from .partition import check_region
 
-            self._region = self.settings.region or node.region(self.imds)
+            region = self.settings.region or node.region(self.imds)
+            check_region(region, self.settings)
+            self._region = region
         return self._region
 
     def api(self) -> Api:
         if self._api is None:
             from .aws import connect
 
-            self._api = connect(self.settings, self.region(), self.ctx.deadline, self.ctx.agent)
+            # The trimmed EC2 model's cache (botomodel) lives where ocf-shellfuncs keeps state.
+            cache = self.ctx.environ.get("HA_RSCTMP") or "/run/resource-agents"
+            self._api = connect(
+                self.settings, self.region(), self.ctx.deadline, self.ctx.agent, cache_dir=cache
+            )
         return self._api
 
     def require_link(self, name: str) -> Link:
         """The named interface; its absence is a problem of this host only (exit 2)."""
         link = self.netlink.link_by_name(name)
         if link is None:
-            raise ArgsError(f"network interface {name!r} does not exist on this node")
-        return link
-
-    def link_with(self, name: str, ip: str) -> Optional[Link]:
-        """The named interface when ``ip`` is configured on it; None when either is missing."""
-        link = self.netlink.link_by_name(name)
-        if link is None or self.netlink.find_address(ip, link.index) is None:
-            return None
+            raise ArgsError(
+                f"network interface {name!r} does not exist on this node (the name 'ip -brief "
+                "link' shows; altnames are not looked up)"
+            )
         return link
 
     def api_calls(self) -> int:

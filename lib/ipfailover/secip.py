@@ -26,6 +26,7 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 if TYPE_CHECKING:
     from .aws import Api
     from .ec2 import Address, Eni
+    from .netlink import Addr, Link
     from .node import InterfaceFacts
     from .params import IPAddress
 
@@ -144,6 +145,67 @@ def primary_of_interface(local_ipv4s: Optional[str]) -> Optional[IPAddress]:
     return None
 
 
+# Whether the address on the interface is this node's own (its ENI's primary address): stop may
+# remove it only when facts say it is not, never by default (issue 12).
+PRIMARY = "primary"  # known to be a primary address: refuse (6), never remove
+NOT_PRIMARY = "not primary"  # known not to be this node's own address: ours to manage
+UNSURE = "unsure"  # the facts are unavailable: refuse (1), never remove
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: str  # PRIMARY, NOT_PRIMARY or UNSURE
+    why: str
+
+
+def primary_verdict(  # noqa: PLR0911 - one rule per fact, in order
+    ip: IPAddress,
+    *,
+    recorded: bool,
+    kernel_secondary: Optional[bool],
+    interface_ips: Optional[Sequence[str]],
+    held: Optional[Holding] = None,
+    eni_id: Optional[str] = None,
+) -> Verdict:
+    """Is ``ip``, found on the interface, a primary address? From facts only.
+
+    ``recorded``: this agent's start recorded adding it here. ``kernel_secondary`` (IPv4, None
+    when unknown): the kernel flags every entry of it IFA_F_SECONDARY, so an address of the same
+    subnet and prefix (the node's primary) came first. ``interface_ips``: the ENI's addresses
+    from IMDS (IPv4: ``local-ipv4s``, primary first; IPv6: ``ipv6s``), None when IMDS did not
+    answer. ``held``: EC2's view, None when not asked or unreachable; ``eni_id``: the ENI behind
+    the interface, when known. Positive facts ("it is a primary") win over the others.
+    """
+    if held is not None and held.primary_of is not None:
+        return Verdict(PRIMARY, primary_problem(ip, held) or "")
+    first = None
+    if ip.version == 4 and interface_ips is not None:
+        first = primary_of_interface("\n".join(interface_ips))
+    if ip.version == 4 and first == ip:
+        return Verdict(
+            PRIMARY,
+            f"{ip} is the primary private IP address of this interface's network interface "
+            "(instance metadata local-ipv4s); a primary address cannot move: choose a free "
+            "address of the subnet",
+        )
+    if recorded:
+        return Verdict(NOT_PRIMARY, "this agent's start added it (record)")
+    if ip.version == 4 and kernel_secondary:
+        return Verdict(NOT_PRIMARY, "the kernel flags it secondary")
+    if interface_ips is not None:
+        listed = any(_same_ip(ip, text) for text in interface_ips)
+        if ip.version == 4 and first is not None:
+            return Verdict(NOT_PRIMARY, "the instance metadata names another primary address")
+        if ip.version == 6 and not listed:
+            return Verdict(NOT_PRIMARY, "the instance metadata does not list it on this ENI")
+    if held is not None:
+        if ip.version == 4:
+            return Verdict(NOT_PRIMARY, "EC2 shows it as nobody's primary address")
+        if eni_id is not None and not held.held_by(eni_id):
+            return Verdict(NOT_PRIMARY, f"EC2 does not show it on {eni_id}")
+    return Verdict(UNSURE, "no fact tells whether it is this node's own address")
+
+
 @dataclass(frozen=True)
 class Plan:
     """What start must change; empty when AWS and the OS are already right."""
@@ -244,20 +306,99 @@ def _check_subnet(rt: Runtime, cfg: Config, facts: InterfaceFacts) -> int:
     return prefix
 
 
-def _is_interface_primary(rt: Runtime, cfg: Config, mac: str) -> bool:
-    """True when the address is the primary IPv4 of the interface's ENI (IMDS; False if unsure).
+def _record_path(ctx: Context, mac: str, ip: IPAddress) -> str:
+    from . import record
+    from .secip_agent import NAME
 
-    A resource misconfigured with a node's own primary address must never remove it: monitor and
-    stop on a node that has it would otherwise cut the node off the network.
-    """
-    if cfg.version != 4:
+    return record.path_in(ctx.environ, f"{NAME}-{mac.replace(':', '')}-{ip}.json".replace(":", "_"))
+
+
+def _recorded(ctx: Context, mac: str, ip: IPAddress) -> bool:
+    """Whether this agent's start recorded adding ``ip`` on the interface with ``mac``."""
+    from . import record
+
+    path = _record_path(ctx, mac, ip)
+    data = record.read(path)
+    if data is None:
         return False
     try:
-        text = rt.imds.get_optional(f"meta-data/network/interfaces/macs/{mac}/local-ipv4s")
-    except OCFError as exc:
-        log.warning("cannot tell whether %s is the interface's primary address: %s", cfg.ip, exc)
+        ok = _same_ip(ip, record.text(data, "ip")) and record.text(data, "mac") == mac
+    except ValueError as exc:
+        record.ignored(path, str(exc))
         return False
-    return primary_of_interface(text) == cfg.ip
+    if not ok:
+        record.ignored(path, "it is about another address or interface")
+    return ok
+
+
+def _record(ctx: Context, link: Link, ip: IPAddress, prefix: int) -> None:
+    from . import record
+
+    data = {"ip": str(ip), "prefixlen": prefix, "mac": link.mac, "interface": link.name}
+    record.write(_record_path(ctx, link.mac, ip), data)
+
+
+def _entries(rt: Runtime, cfg: Config, link: Link) -> list[Addr]:
+    """The address on the interface, once per prefix length it is configured with."""
+    wanted = str(cfg.ip)
+    return [a for a in rt.netlink.addresses(link.index) if a.ip == wanted]
+
+
+def _interface_ips(rt: Runtime, cfg: Config, mac: str) -> tuple[Optional[list[str]], str]:
+    """The ENI's addresses of the address's family from IMDS (None and why when unavailable)."""
+    leaf = "local-ipv4s" if cfg.version == 4 else "ipv6s"
+    try:
+        text = rt.imds.get_optional(f"meta-data/network/interfaces/macs/{mac}/{leaf}")
+    except OCFError as exc:
+        return None, f"the instance metadata did not answer ({exc.reason})"
+    if text is None:
+        return None, f"the instance metadata has no {leaf} for MAC {mac}"
+    return [line.strip() for line in text.splitlines() if line.strip()], ""
+
+
+def _verdict(
+    rt: Runtime,
+    ctx: Context,
+    cfg: Config,
+    link: Link,
+    entries: Sequence[Addr],
+    *,
+    held: Optional[Holding] = None,
+    eni_id: Optional[str] = None,
+) -> Verdict:
+    """Whether the address found on the interface is a primary address, from the kernel, this
+    agent's record, IMDS and (when given) EC2; an UNSURE verdict's ``why`` tells what to do."""
+    from . import record
+
+    recorded = _recorded(ctx, link.mac, cfg.ip)
+    ips, imds_trouble = None, ""
+    if cfg.version == 4 or not recorded:
+        ips, imds_trouble = _interface_ips(rt, cfg, link.mac)
+    verdict = primary_verdict(
+        cfg.ip,
+        recorded=recorded,
+        kernel_secondary=all(a.secondary for a in entries) if cfg.version == 4 else None,
+        interface_ips=ips,
+        held=held,
+        eni_id=eni_id,
+    )
+    if verdict.state != UNSURE:
+        return verdict
+    shown = ", ".join(f"{a.ip}/{a.prefixlen}" for a in entries)
+    facts = [
+        "the kernel does not flag it secondary"
+        if cfg.version == 4
+        else "IPv6 has no secondary flag",
+        f"this agent has no record of adding it in {record.state_dir(ctx.environ)}",
+        imds_trouble
+        or "the instance metadata lists it on this interface's ENI, as it lists the node's own",
+    ]
+    return Verdict(
+        UNSURE,
+        f"cannot tell whether {shown} on {link.name} is this node's own address: "
+        f"{'; '.join(facts)}. Check that ip is not this node's address; if it is a service "
+        f"address of this resource, remove it from {link.name} by hand and start again",
+    )
 
 
 def _describe_eip(api: Api, cfg: Config) -> Optional[Address]:
@@ -356,7 +497,15 @@ def start(ctx: Context) -> int:
         eni_id = facts.eni_id
         api = rt.api()
         held, eip = _observe(api, cfg, with_eip=True)
-        present = rt.netlink.find_address(str(cfg.ip), link.index)
+        entries = _entries(rt, cfg, link)
+        present = entries[0] if entries else None
+        if present is not None:
+            # Start may change its prefix and stop will remove it: only when it is not a primary.
+            verdict = _verdict(rt, ctx, cfg, link, entries, held=held, eni_id=eni_id)
+            if verdict.state == PRIMARY:
+                raise ConfigError(verdict.why)
+            if verdict.state == UNSURE:
+                raise GenericError(verdict.why)
         plan = plan_start(
             cfg.ip,
             eni_id,
@@ -366,6 +515,7 @@ def start(ctx: Context) -> int:
             want_prefix=prefix,
         )
         if plan.empty:
+            _record(ctx, link, cfg.ip, prefix)
             log.info("%s is already assigned to %s and configured on %s", cfg.ip, eni_id, link.name)
             return OCF.SUCCESS
         moved = plan.assign or bool(plan.take_from)
@@ -381,6 +531,9 @@ def start(ctx: Context) -> int:
         if plan.os_remove_prefix is not None:
             rt.netlink.del_address(link.index, str(cfg.ip), plan.os_remove_prefix)
         if plan.os_add:
+            # Recorded first: a start killed right after the add still leaves its own address
+            # recognisable to stop.
+            _record(ctx, link, cfg.ip, prefix)
             rt.netlink.add_address(link.index, str(cfg.ip), prefix)
             log.info("configured %s/%d on %s", cfg.ip, prefix, link.name)
         if moved:
@@ -389,11 +542,11 @@ def start(ctx: Context) -> int:
                 # An Elastic IP follows a reassigned IPv4 address: look where it points now.
                 eip = _describe_eip(api, cfg)
         _ensure_eip(api, cfg, eni_id, eip, ctx)
-        found = rt.netlink.find_address(str(cfg.ip), link.index)
-        if found is None or found.prefixlen != prefix:
+        if not any(a.prefixlen == prefix for a in _entries(rt, cfg, link)):
             raise GenericError(
                 f"{cfg.ip}/{prefix} did not stay on {cfg.interface} (removed by another program?)"
             )
+        _record(ctx, link, cfg.ip, prefix)
         log.info(
             "%s is assigned to %s and configured on %s (%d API calls)",
             cfg.ip,
@@ -406,27 +559,27 @@ def start(ctx: Context) -> int:
 
 def stop(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
-    from . import ec2, node
+    from . import ec2, node, record
 
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.netlink.link_by_name(cfg.interface)
         if link is None:
             log.info("interface %s is gone, so %s is not configured", cfg.interface, cfg.ip)
             return OCF.SUCCESS
-        present = rt.netlink.find_address(str(cfg.ip), link.index)
-        if present is not None and _is_interface_primary(rt, cfg, link.mac):
-            # Never started by us (start refuses a primary address): leave the node reachable.
-            log.error(
-                "%s is the primary address of %s: not removing it; fix the ip parameter",
-                cfg.ip,
-                cfg.interface,
-            )
-            return OCF.SUCCESS
-        if present is not None:
-            rt.netlink.del_address(link.index, str(cfg.ip), present.prefixlen)
-            log.info("removed %s/%d from %s", cfg.ip, present.prefixlen, cfg.interface)
-            if rt.netlink.find_address(str(cfg.ip), link.index) is not None:
+        entries = _entries(rt, cfg, link)
+        if entries:
+            verdict = _verdict(rt, ctx, cfg, link, entries)
+            if verdict.state != NOT_PRIMARY:
+                # Never started by us (start refuses a primary address), or no fact tells: leave
+                # the node reachable. Failing the stop would get the node fenced for it.
+                log.warning("%s: not removing it", verdict.why)
+                return OCF.SUCCESS
+            for entry in entries:
+                rt.netlink.del_address(link.index, entry.ip, entry.prefixlen)
+                log.info("removed %s/%d from %s", entry.ip, entry.prefixlen, cfg.interface)
+            if _entries(rt, cfg, link):
                 raise GenericError(f"{cfg.ip} is still on {cfg.interface} after removing it")
+        record.remove(_record_path(ctx, link.mac, cfg.ip))
         if not cfg.unassign_on_stop:
             return OCF.SUCCESS
         try:
@@ -467,36 +620,39 @@ def monitor(ctx: Context) -> int:
     from .aws import error_code
 
     with Runtime(ctx, cfg.aws) as rt:
-        link = rt.link_with(cfg.interface, str(cfg.ip))
-        if link is None:
+        link = rt.netlink.link_by_name(cfg.interface)
+        entries = _entries(rt, cfg, link) if link is not None else []
+        if link is None or not entries:
             if not ctx.is_probe:
                 log.info("%s is not configured on %s", cfg.ip, cfg.interface)
             return OCF.NOT_RUNNING
-        if _is_interface_primary(rt, cfg, link.mac):
-            raise ConfigError(
-                f"{cfg.ip} is the primary address of {cfg.interface}; a primary address cannot "
-                "move: choose a free address of the subnet"
-            )
-        if not cfg.monitor_api:
-            return OCF.SUCCESS
-        try:
-            eni_id = node.eni_id_of_mac(rt.imds, link.mac)
-            held = _describe_holding(rt.api(), cfg.ip)
-        except OCFError as exc:
-            if str(error_code(exc)).endswith(".NotFound") or exc.rc == OCF.ERR_CONFIGURED:
-                raise GenericError(
-                    f"the address cannot be looked up in EC2: {exc.reason}"
-                ) from None
-            log.warning(
-                "%s is configured on %s, but the AWS check could not complete: %s",
-                cfg.ip,
-                cfg.interface,
-                exc.reason,
-            )
-            return OCF.SUCCESS
-    problem = primary_problem(cfg.ip, held)
-    if problem:
-        raise ConfigError(problem)
+        held: Optional[Holding] = None
+        eni_id: Optional[str] = None
+        if cfg.monitor_api:
+            try:
+                eni_id = node.eni_id_of_mac(rt.imds, link.mac)
+                held = _describe_holding(rt.api(), cfg.ip)
+            except OCFError as exc:
+                if str(error_code(exc)).endswith(".NotFound") or exc.rc == OCF.ERR_CONFIGURED:
+                    raise GenericError(
+                        f"the address cannot be looked up in EC2: {exc.reason}"
+                    ) from None
+                log.warning(
+                    "%s is configured on %s, but the AWS check could not complete: %s",
+                    cfg.ip,
+                    cfg.interface,
+                    exc.reason,
+                )
+        verdict = _verdict(rt, ctx, cfg, link, entries, held=held, eni_id=eni_id)
+        if verdict.state == PRIMARY:
+            raise ConfigError(verdict.why)
+        if verdict.state == UNSURE:
+            if ctx.is_probe:
+                # "Running" would make Pacemaker stop it here, or keep it from starting.
+                raise GenericError(verdict.why)
+            log.warning("%s; stop will leave it on the interface", verdict.why)
+    if held is None or eni_id is None:
+        return OCF.SUCCESS
     problems = aws_problems(cfg.ip, eni_id, held)
     if problems:
         log.warning("%s is configured here but not assigned to this node: %s", cfg.ip, problems[0])
@@ -524,6 +680,13 @@ def validate(ctx: Context) -> int:
         problem = primary_problem(cfg.ip, held)
         if problem:
             raise ConfigError(problem)
+        entries = _entries(rt, cfg, link)
+        if entries:
+            verdict = _verdict(rt, ctx, cfg, link, entries, held=held, eni_id=eni_id)
+            if verdict.state == PRIMARY:
+                raise ConfigError(verdict.why)
+            if verdict.state == UNSURE:
+                raise GenericError(verdict.why)
         # EC2 has no DryRun for (Un)AssignPrivateIpAddresses and (Un)AssignIpv6Addresses, so
         # their permissions cannot be checked without changing something; AssociateAddress has.
         if cfg.eip_allocation_id is not None:

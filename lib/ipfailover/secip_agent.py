@@ -47,8 +47,9 @@ PARAMETERS = (
     Parameter(
         "interface",
         "Network interface",
-        "The interface that gets the address. Its ENI (found by MAC through the instance "
-        "metadata) is the one the address is assigned to.",
+        "The interface that gets the address, by the name 'ip link' shows (at most 15 "
+        "bytes; not an alias label such as eth0:1, and not an altname). Its ENI (found by MAC "
+        "through the instance metadata) is the one the address is assigned to.",
         default="eth0",
     ),
     Parameter(

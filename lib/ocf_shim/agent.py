@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .deadline import Deadline
-from .errors import KNOWN_CODES, OCF, ConfigError, OCFError, parse_bool
+from .deadline import MAX_BUDGET_MS, Deadline
+from .errors import KNOWN_CODES, OCF, ConfigError, GenericError, OCFError, parse_bool
 from .log import DEBUG, get_log
 from .spec import check_text, encodable
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from .log import Log
     from .spec import ActionSpec, Parameter, ParamValue
+    from .watchdog import Watchdog
 
     Handler = Callable[["Context"], int]
     C = TypeVar("C")
@@ -35,6 +36,8 @@ MAX_REASON_LEN = 512
 EXIT_REASON_PREFIX = "ocf-exit-reason:"
 SHIM_ACTIONS = ("meta-data", "usage", "help")
 SECRET_WORDS = ("secret", "token", "password", "key")
+# What a stop handler never reports (errors.py): such an error of a stop becomes 1.
+STOP_NEVER = frozenset({OCF.ERR_ARGS, OCF.ERR_INSTALLED, OCF.ERR_CONFIGURED, OCF.NOT_RUNNING})
 
 # C0 and C1 controls (newline included), DEL and Unicode line separators: none of them belongs in
 # a parameter value or a log line. Lone surrogates (what undecodable bytes in the environment turn
@@ -141,13 +144,24 @@ def show(value: object, limit: int = 64) -> str:
 
 
 def redact(name: str, value: object) -> str:
-    """Render a parameter value for the log, hiding anything that may be a credential."""
+    """Render a parameter value for the log, hiding anything that may be a credential: the whole
+    value when the parameter's name says so, the user information of a URL in any value (an
+    authenticated proxy, ``http://user:password@host:3128``)."""
     if value is None or value == "":
         return "<unset>"
     lowered = name.lower()
     if any(word in lowered for word in SECRET_WORDS):
         return "<redacted>"
-    return show(value)
+    return show(_hide_url_userinfo(value if isinstance(value, str) else str(value)))
+
+
+def _hide_url_userinfo(text: str) -> str:
+    """``text`` with the ``user:password@`` of a URL (``scheme://user:password@host``) as
+    ``***@``."""
+    scheme, sep, rest = text.partition("://")
+    end = min((rest.find(c) for c in "/?#" if c in rest), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    return f"{scheme}{sep}***{rest[at:]}" if sep and at >= 0 else text
 
 
 class Agent:
@@ -242,11 +256,20 @@ class Agent:
             sys.stdout.flush()
             return OCF.SUCCESS
 
-        env: Mapping[str, str] = os.environ if environ is None else environ
-        # A real agent process (environment from the process) may end itself at the deadline.
-        return self._run(action, env, hard_stop=environ is None)
+        if environ is not None:
+            return self._run(action, environ)
+        # A real agent process (environment from the process) may end itself at the deadline;
+        # the watchdog's last resort, once armed, stays so until the result has been reported.
+        armed: list[Watchdog] = []
+        try:
+            return self._run(action, os.environ, armed)
+        finally:
+            for watchdog in armed:
+                watchdog.release()
 
-    def _run(self, action: str, env: Mapping[str, str], hard_stop: bool = False) -> int:
+    def _run(
+        self, action: str, env: Mapping[str, str], hard_stop: Optional[list[Watchdog]] = None
+    ) -> int:
         resource = one_line(env.get("OCF_RESOURCE_INSTANCE", ""), 128) or self.name
         tag = f"{self.name}({resource})[{os.getpid()}]"
         log = get_log(self.logger).configure(tag, env)
@@ -259,22 +282,28 @@ class Agent:
             return OCF.ERR_UNIMPLEMENTED
 
         deadline = Deadline(self._budget(action, env))
+        in_handler = False
         try:
             params = self._read_params(env)
-            if log.enabled(DEBUG):
-                log.debug(
-                    "%s starting (timeout %.0fs): %s",
-                    action,
-                    deadline.total,
-                    ", ".join(f"{n}={redact(n, v)}" for n, v in params.items()) or "-",
-                )
             config = self.config(params) if self.config is not None else None
             if action == "validate-all" and self.config is not None and check_level(env) == 0:
                 log.debug("validate-all at OCF_CHECK_LEVEL 0: the parameters are valid")
                 return OCF.SUCCESS
             from .watchdog import Watchdog
 
-            with Watchdog(deadline, f"running {action}", log if hard_stop else None):
+            # Armed before the handler's first record: the log never blocks (log.py), and the
+            # watchdog ends the action in time even if stderr, its last resort, does.
+            watchdog = Watchdog(deadline, f"running {action}", None if hard_stop is None else log)
+            if hard_stop is not None:
+                hard_stop.append(watchdog)
+            with watchdog:
+                if log.enabled(DEBUG):
+                    log.debug(
+                        "%s starting (timeout %.0fs): %s",
+                        action,
+                        deadline.total,
+                        ", ".join(f"{n}={redact(n, v)}" for n, v in params.items()) or "-",
+                    )
                 interval_ms = _int_or_zero(env.get("OCF_RESKEY_CRM_meta_interval"))
                 ctx = Context(
                     agent=self.name,
@@ -288,11 +317,15 @@ class Agent:
                     resource=resource,
                     environ=env,
                 )
-                rc = handler(ctx)
+                in_handler = True
+                rc = _checked(action, handler(ctx))
         except OCFError as err:
             log.error("%s", one_line(err.reason))
             _exit_reason(err.reason)
-            return int(err.rc)
+            # A problem of this node must not read as "wrong everywhere" or "not installed" from
+            # a stop (errors.py: the exit-code rule); bad parameters keep their 6.
+            node_local = action == "stop" and in_handler and err.rc in STOP_NEVER
+            return OCF.ERR_GENERIC if node_local else int(err.rc)
         except Exception as err:
             reason = f"unexpected error: {type(err).__name__}: {err}"
             log.error("%s", one_line(reason))
@@ -300,13 +333,8 @@ class Agent:
             _exit_reason(reason)
             return OCF.ERR_GENERIC
 
-        if isinstance(rc, bool) or not isinstance(rc, int) or int(rc) not in KNOWN_CODES:
-            reason = f"the {action} handler returned an invalid exit code {show(rc)}"
-            log.error("%s", reason)
-            _exit_reason(reason)
-            return OCF.ERR_GENERIC
-        log.debug("%s finished with %d after %.1fs", action, int(rc), deadline.elapsed())
-        return int(rc)
+        log.debug("%s finished with %d after %.1fs", action, rc, deadline.elapsed())
+        return rc
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -342,6 +370,15 @@ class Agent:
         return params
 
 
+def _checked(action: str, rc: object) -> int:
+    """A handler's result, or GenericError when it is no OCF code or one a stop never reports."""
+    if isinstance(rc, bool) or not isinstance(rc, int) or int(rc) not in KNOWN_CODES:
+        raise GenericError(f"the {action} handler returned an invalid exit code {show(rc)}")
+    if action == "stop" and int(rc) in STOP_NEVER:
+        raise GenericError(f"the stop handler returned {int(rc)}, which a stop never reports")
+    return int(rc)
+
+
 def _check_value(name: str, raw: str) -> None:
     if len(raw) > MAX_VALUE_LEN:
         raise ConfigError(
@@ -369,13 +406,17 @@ def _convert(p: Parameter, raw: str) -> ParamValue:
 
 
 def _int_or_zero(raw: Optional[str]) -> int:
-    """An integer environment value, or 0 when unset, invalid or negative."""
-    if raw is None:
+    """A number of milliseconds from the environment (``CRM_meta_timeout``, ``_interval``): 0
+    when unset, not an integer, zero or negative (the action's default then applies), and at most
+    ``MAX_BUDGET_MS``, the largest Pacemaker can pass (a C int): any number of digits is read
+    without ``int()`` on a long text, which Python 3.11 refuses beyond 4300 digits."""
+    text = (raw or "").strip()
+    if not _is_integer(text) or text.startswith("-"):
         return 0
-    text = raw.strip()
-    if len(text) > 18 or not _is_integer(text):
-        return 0
-    return max(0, int(text))
+    digits = text.lstrip("+").lstrip("0")
+    if len(digits) > len(str(MAX_BUDGET_MS)):
+        return MAX_BUDGET_MS
+    return min(int(digits or "0"), MAX_BUDGET_MS)
 
 
 def _exit_reason(reason: str) -> None:

@@ -11,11 +11,19 @@ if TYPE_CHECKING:
     from typing import Callable, Optional
 
 
+# The longest budget: Pacemaker hands an operation's timeout to the agent as a C int of
+# milliseconds, so 2**31 - 1 ms (24.8 days) is the most it can ask for. Larger budgets are clamped
+# to it, which also keeps every wait (setitimer, threading timeouts) far from an OverflowError.
+MAX_BUDGET_MS = 2**31 - 1
+MAX_BUDGET_S = MAX_BUDGET_MS / 1000
+
+
 class Deadline:
     """The budget of an action minus a safety margin, so the agent fails before Pacemaker kills it.
 
     The default margin is 10 % of the budget, at least 0.5 s and at most 3 s (and never more than
-    half the budget, so tiny budgets still leave some time).
+    half the budget, so tiny budgets still leave some time). A budget beyond ``MAX_BUDGET_S``
+    (infinity included) is clamped to it.
     """
 
     def __init__(
@@ -26,6 +34,7 @@ class Deadline:
     ) -> None:
         if not budget_s > 0:
             raise ValueError(f"budget must be positive, got {budget_s!r}")
+        budget_s = min(budget_s, MAX_BUDGET_S)
         if margin_s is None:
             margin_s = min(max(0.5, 0.1 * budget_s), 3.0, budget_s / 2)
         if not 0 <= margin_s < budget_s:

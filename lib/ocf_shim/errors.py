@@ -1,4 +1,17 @@
-"""OCF exit codes, the errors that carry them, and Pacemaker-style boolean parsing."""
+"""OCF exit codes, the errors that carry them, and Pacemaker-style boolean parsing.
+
+The rule every agent follows when it picks an error (the README's table says the same to users):
+
+- ``ConfigError`` (6) only for values wrong in themselves: syntax, parameters that contradict each
+  other, an address that is some node's primary. Pacemaker stops the resource everywhere.
+- ``ArgsError`` (2) for what is wrong on this node only: a file or profile missing or unreadable
+  here, an interface that does not exist here. Pacemaker tries another node.
+- ``NotInstalledError`` (5) for software missing here; ``PermError`` (4) for a denied permission;
+  ``GenericError`` (1) for transient trouble and for a fact that cannot be decided now.
+- stop never fails with 2, 5, 6 or 7 for a problem of this node: its AWS part is best effort once
+  the OS side is clean. ``Agent.main()`` enforces it (such an error of a stop handler becomes 1);
+  the agents document the one stop that cannot finish without AWS (aws-eni's detach).
+"""
 
 from __future__ import annotations
 

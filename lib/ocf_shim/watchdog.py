@@ -31,7 +31,9 @@ class Watchdog:
     A signal handler only runs between Python bytecodes: a main thread stuck in C (a DNS lookup
     that waits for an unreachable resolver, a blocking system call) would not see it until the
     call returns, possibly after Pacemaker's timeout. So, given ``hard_stop`` (the logger), a
-    thread ends the process at half the deadline's margin past it, with the exit reason.
+    thread ends the process at half the deadline's margin past it, with the exit reason. It stays
+    armed after the handler, until ``release()``: the result's records and exit reason are
+    written after it, to a stderr that may block (the log itself never does).
     """
 
     def __init__(self, deadline: Deadline, doing: str, hard_stop: Optional[Log] = None) -> None:
@@ -56,12 +58,16 @@ class Watchdog:
             f"{self._deadline.timeout_error(self._doing).reason} (blocked in a system call, "
             "such as a DNS lookup; ended before the cluster's timeout)"
         )
+
+        def say() -> None:
+            log.error("%s", one_line(reason))
+            os.write(2, f"{EXIT_REASON_PREFIX}{one_line(reason)}\n".encode("utf-8", "replace"))
+
         try:
-            # Writing may block (a full syslog queue): give it a moment only.
-            writer = threading.Thread(target=log.error, args=("%s", one_line(reason)), daemon=True)
+            # stderr may block (a full pipe; the log itself does not): give it a moment only.
+            writer = threading.Thread(target=say, daemon=True)
             writer.start()
             writer.join(0.2)
-            os.write(2, f"{EXIT_REASON_PREFIX}{one_line(reason)}\n".encode("utf-8", "replace"))
         finally:
             os._exit(int(OCF.ERR_GENERIC))
 
@@ -82,8 +88,13 @@ class Watchdog:
         )
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def release(self) -> None:
+        """End the last resort (``hard_stop``): the action has reported its result."""
         self._done.set()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._hard_stop is None:
+            self._done.set()
         if not self._armed:
             return
         self._disarming = True

@@ -23,7 +23,11 @@ Groups (``Case.group``):
   attachment) changed behind the agent's back: monitor must notice (7), start must repair,
   stop must clean up;
 - ``parallel``: two resources of the same agent on one node, started and stopped in parallel;
-- ``fuzz``: hostile values for every parameter (see faults.fuzz).
+- ``fuzz``: hostile values for every parameter (see faults.fuzz);
+- ``client``: this node's AWS set-up broken while the client is built (issue 12, classes 1, 2
+  and 4): a ``credential_process`` that fails or is missing, a profile with a key id but no
+  secret, a profile missing from the configuration, a ``ca_bundle`` missing or without a
+  certificate, a damaged trimmed EC2 model (in a copy of the tree).
 
 Expected exit codes and reasons are spelled out in the ``expect_*`` functions, per agent and
 action, with the documented behaviour each relies on.
@@ -40,7 +44,7 @@ from typing import Any
 
 from lab import Lab
 
-from .execute import CaseFailure, Expect, Run, Session, SubRow, expect, parallel
+from .execute import LIB_DIR, CaseFailure, Expect, Run, Session, SubRow, expect, parallel
 from .world import (
     AGENTS,
     DAMAGES,
@@ -331,6 +335,179 @@ def expect_denied(call: str, agent: str, action: str) -> tuple[Expect, int]:
     if action == "monitor" or (action == "stop" and agent == "aws-secip"):
         return expect(0, warn=DENIED), MONITOR_MS
     return expect(4, reason=rf"ec2:{re.escape(call)}\b"), FAST_MS
+
+
+# ----------------------------------------------------------------------------- client set-up
+
+CLIENT_PROFILE = "ipf-client"
+
+
+def _config(s: Session, body: str) -> dict[str, str]:
+    """An AWS configuration file for the run; its environment."""
+    path = s.workdir / "aws-config"
+    path.write_text(body)
+    return {"AWS_CONFIG_FILE": str(path)}
+
+
+def _no_certificate(s: Session) -> str:
+    path = s.workdir / "ca-without-certificate.pem"
+    path.write_text("# this bundle lost its certificates\n")
+    return str(path)
+
+
+def _damaged_tree(s: Session, agent: str) -> Path:
+    """A copy of the agents and lib/ whose trimmed EC2 model (for this Python's botocore) is
+    cut in the middle, as a full disk or an interrupted copy leaves it; the agent to run."""
+    import shutil
+
+    import botocore
+
+    from ipfailover import botomodel
+
+    root = s.workdir / "damaged-tree"
+    lib = root / "lib"
+    if not root.exists():
+        ignore = shutil.ignore_patterns("__pycache__", "_models")
+        shutil.copytree(LIB_DIR, lib, ignore=ignore)
+        shutil.copytree(LIB_DIR.parent / "agents", root / "agents", ignore=ignore)
+        model = Path(botomodel.generate(str(lib / "ipfailover" / "_models")))
+        model.write_text(model.read_text()[:4096])
+        assert botomodel.model_key(botocore.__version__) in str(model)
+    return root / "agents" / agent
+
+
+# Each fault: what the run gets (params, environment, another agent executable), the program
+# botocore runs for credential_process (its start is expected), and the outcome of start: rc and
+# the exit reason's pattern (monitor and stop follow from it, see expect_client).
+ClientSetup = Callable[[Session, Resource], tuple[dict[str, str], dict[str, str], Path | None]]
+CLIENT_FAULTS: Mapping[str, tuple[ClientSetup, str | None, int, str | None]] = {
+    "credential_process fails": (
+        lambda s, r: (
+            {"profile": CLIENT_PROFILE},
+            _config(s, f"[profile {CLIENT_PROFILE}]\ncredential_process = /bin/false\n"),
+            None,
+        ),
+        "/bin/false",
+        1,
+        r"CredentialRetrievalError",
+    ),
+    "credential_process missing": (
+        lambda s, r: (
+            {"profile": CLIENT_PROFILE},
+            _config(
+                s, f"[profile {CLIENT_PROFILE}]\ncredential_process = /nonexistent/ipf-helper\n"
+            ),
+            None,
+        ),
+        "/nonexistent/ipf-helper",
+        2,
+        r"FileNotFoundError",
+    ),
+    "key id without secret": (
+        lambda s, r: (
+            {"profile": CLIENT_PROFILE},
+            _config(s, f"[profile {CLIENT_PROFILE}]\naws_access_key_id = AKIDIPFAILOVER\n"),
+            None,
+        ),
+        None,
+        2,
+        r"PartialCredentialsError",
+    ),
+    "profile missing": (
+        lambda s, r: ({"profile": "ipf-nowhere"}, _config(s, "[default]\n"), None),
+        None,
+        2,
+        r"ipf-nowhere.*not in this node",
+    ),
+    "ca_bundle missing": (
+        lambda s, r: ({"ca_bundle": "/nonexistent/ipf-ca.pem"}, {}, None),
+        None,
+        2,
+        r"/nonexistent/ipf-ca\.pem",
+    ),
+    "ca_bundle without certificate": (
+        lambda s, r: ({"ca_bundle": _no_certificate(s)}, {}, None),
+        None,
+        2,
+        r"ca-without-certificate\.pem.*no PEM certificate",
+    ),
+    "trimmed model damaged": (
+        lambda s, r: ({}, {}, _damaged_tree(s, r.agent)),
+        None,
+        0,
+        None,
+    ),
+}
+
+
+def expect_client(name: str, agent: str, action: str) -> Expect:
+    """The outcome of a broken client set-up (issue 12's exit-code rule).
+
+    start fails at once with the fault's code and reason: 2 for what is wrong on this node (a
+    missing program, profile or file), 1 for a credential_process that runs and fails (it may
+    work on the next try). Monitor of a running resource says 0 with a warning naming the cause
+    (the OS side is fine; the AWS check could not complete). Stop: aws-overlayip makes no AWS
+    call; aws-secip's AWS part is best effort (0 and a warning); aws-eni cannot tell whether the
+    ENI is still attached here, so it fails with 1 (never 2, 5 or 6) naming the cause. A damaged
+    trimmed model changes nothing (botocore's own model is used).
+    """
+    _, _, rc, cause = CLIENT_FAULTS[name]
+    if rc == 0:
+        return OK
+    if action == "monitor" or (action == "stop" and agent == "aws-secip"):
+        return expect(0, warn=cause)
+    if action == "stop":
+        return OK if agent == "aws-overlayip" else expect(1, reason=cause)
+    return expect(rc, reason=cause)
+
+
+def client_scenario(s: Session, case: Case) -> list[Run]:
+    """The action under test on node a with the broken set-up; fast when it fails."""
+    res = s.resource(case.agent)
+    prepare(s, res, case.action)
+    setup, program, _, _ = CLIENT_FAULTS[case.name]
+    params, env, agent = setup(s, res)
+    run = s.run(
+        "a",
+        res,
+        case.action,
+        timeout_ms=FAST_MS,
+        params={**res.params, **params},
+        extra_env=env,
+        agent=agent,
+    )
+    if program is not None:  # botocore runs the configured credential_process: expected
+        run.spawned = [line for line in run.spawned if program not in line]
+    s.check(run, case.opt("expect"), res)
+    if run.rc not in (0, 7):
+        s.require(
+            run.result.duration < 3.0, f"failed after {run.result.duration:.1f}s, not at once"
+        )
+    consistent(s, res, f"after {case.action}", run)
+    if case.action == "start":
+        after_start(s, res, run)
+    # botocore's model was used, and the trimmed one built for next time (aws-overlayip's stop
+    # makes no AWS call, so it builds nothing).
+    if agent is not None and (case.agent, case.action) != ("aws-overlayip", "stop"):
+        built = list((res.rsctmp / "ipfailover-models").glob("*/ec2/*/service-2.json"))
+        s.require(bool(built), "no trimmed model was built into HA_RSCTMP")
+    return [run]
+
+
+def client_cases(agents: Iterable[str] = AGENTS) -> list[Case]:
+    return [
+        Case(
+            "client",
+            name,
+            agent,
+            action,
+            client_scenario,
+            (("expect", expect_client(name, agent, action)),),
+        )
+        for agent in agents
+        for name in CLIENT_FAULTS
+        for action in ("stop", "monitor", "start")
+    ]
 
 
 # ----------------------------------------------------------------------------- the matrix

@@ -168,14 +168,16 @@ class Session:
         interval_ms: int | None = None,
         params: Mapping[str, str] | None = None,
         extra_env: Mapping[str, str] | None = None,
+        agent: str | Path | None = None,
     ) -> Run:
-        """Run one action the way Pacemaker does (monitor: recurring unless interval_ms=0)."""
+        """Run one action the way Pacemaker does (monitor: recurring unless interval_ms=0).
+        ``agent``: another executable of the resource's agent (e.g. from a copy of the tree)."""
         if action == "monitor" and interval_ms is None:
             interval_ms = 10000
         env, log = self._env(res, extra_env)
         result = self.lab.run_agent(
             node,
-            res.agent,
+            agent or res.agent,
             action,
             dict(params if params is not None else res.params),
             timeout_ms=timeout_ms,

@@ -167,7 +167,10 @@ def _ip_any(value: str) -> str:
 
 
 def _interface(value: str) -> str:
-    ok = re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", value) and value not in (".", "..")
+    """The kernel's dev_valid_name(): 1-15 bytes, no "/", ":" or blank byte, not . or .."""
+    raw = value.encode("utf-8", "surrogatepass")
+    blanks = set(b"/:\t\n\v\f\r \xa0")  # the kernel's isspace() takes 0xa0 too
+    ok = 0 < len(raw) < 16 and value not in (".", "..") and not (set(raw) & blanks)
     return FREE if ok else SYNTAX
 
 
@@ -186,16 +189,22 @@ def _choice(*words: str) -> Callable[[str], str]:
 
 
 def _region(value: str) -> str:
-    return FREE if re.fullmatch(r"[a-z0-9-]{1,40}", value) else SYNTAX
+    return FREE if re.fullmatch(r"[a-z0-9-]{1,63}", value) else SYNTAX
 
 
 def _profile(value: str) -> str:
-    ok = 0 < len(value) <= 128 and value.isprintable() and not (set(value) & (_METACHARS | {"/"}))
-    return FREE if ok else SYNTAX
+    """Any section name of the AWS config files (botocore); whether it is there is the node's."""
+    return FREE if value and value.isprintable() and value == value.strip() else SYNTAX
 
 
 def _arn(value: str) -> str:
-    return FREE if value.startswith("arn:") and _plain(value) else SYNTAX
+    """IAM's role ARN: a path of printable ASCII, a name of letters, digits and _+=,.@-"""
+    arn = re.fullmatch(
+        r"arn:aws(-[a-z]+)*:iam::[0-9]{12}:role(?P<path>/([\x21-\x7e]+/)?)[\w+=,.@-]{1,64}",
+        value,
+        re.ASCII,
+    )
+    return FREE if arn and len(arn.group("path")) <= 512 else SYNTAX
 
 
 def _url(value: str) -> str:
@@ -203,8 +212,16 @@ def _url(value: str) -> str:
     return FREE if re.fullmatch(r"https?://[^\s/]+(/\S*)?", text) and _plain(text) else SYNTAX
 
 
+def _proxy_url(value: str) -> str:
+    """``_url`` with RFC 3986 ``user:password@`` allowed (an authenticated proxy)."""
+    userinfo = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{2})+@"
+    match = re.fullmatch(rf"(https?://)(?:{userinfo})?(.*)", value.strip(), re.DOTALL)
+    return _url(match.group(1) + match.group(2)) if match else SYNTAX
+
+
 def _path(value: str) -> str:
-    ok = value.startswith("/") and value.isprintable() and not (set(value) & _METACHARS)
+    """Any absolute path the kernel takes (PATH_MAX); whether the file is there is the node's."""
+    ok = value.startswith("/") and value.isprintable() and len(value.encode()) < 4096
     return FREE if ok else SYNTAX
 
 
@@ -358,7 +375,7 @@ def aws_specs(lab: Lab) -> dict[str, ParamSpec]:
                 ("eu-central-\u0661", SYNTAX),  # an Arabic-Indic digit one
             ),
         ),
-        "profile": ParamSpec("default", _profile, (("../../etc/passwd", SYNTAX),)),
+        "profile": ParamSpec("default", _profile, (("../../etc/passwd", FREE),)),
         "role_arn": ParamSpec(
             "arn:aws:iam::123456789012:role/ha",
             _arn,
@@ -370,7 +387,15 @@ def aws_specs(lab: Lab) -> dict[str, ParamSpec]:
         ),
         "endpoint_url": ParamSpec(loop, _url, urls, empty=False),
         "sts_endpoint_url": ParamSpec(loop, _url, urls),
-        "proxy": ParamSpec("http://127.0.0.1:3128", _url, urls),
+        "proxy": ParamSpec(
+            "http://127.0.0.1:3128",
+            _proxy_url,
+            (
+                *urls,
+                ("http://user:p%40ss@127.0.0.1:3128", FREE),
+                ("http://us er@127.0.0.1:3128", SYNTAX),
+            ),
+        ),
         "ca_bundle": ParamSpec(
             "/etc/ssl/certs/ca-certificates.crt",
             _path,
@@ -445,6 +470,7 @@ def agent_specs(lab: Lab, res: Resource) -> dict[str, ParamSpec]:
                         ("../eth0", SYNTAX),
                         ("eth0 ", SYNTAX),
                         (".", SYNTAX),
+                        ("eth0:1", SYNTAX),  # an alias label: the label parameter
                     ),
                 ),
                 "create_route": ParamSpec("true", _bool, tuple((v, _bool(v)) for v in _BOOLS)),
@@ -494,7 +520,7 @@ def agent_specs(lab: Lab, res: Resource) -> dict[str, ParamSpec]:
                 "interface": ParamSpec(
                     "eth0",
                     _interface,
-                    (("eth9", FREE), ("lo", FREE), ("e" * 16, SYNTAX), ("eth0;ls", SYNTAX)),
+                    (("eth9", FREE), ("lo", FREE), ("e" * 16, SYNTAX), ("eth0;ls", FREE)),
                 ),
                 "cidr_netmask": ParamSpec(
                     "24",

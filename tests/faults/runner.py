@@ -22,6 +22,7 @@ from lab import Lab, LabError
 from .cases import (
     Case,
     Row,
+    client_cases,
     discover,
     drift_cases,
     ec2_cases,
@@ -37,7 +38,7 @@ from .world import AGENTS, SHORT
 
 T = TypeVar("T")
 R = TypeVar("R")
-GROUPS = ("ec2", "permission", "imds", "kill", "race", "drift", "parallel", "fuzz")
+GROUPS = ("ec2", "permission", "imds", "client", "kill", "race", "drift", "parallel", "fuzz")
 # Rough cost, to start the long cases first and keep the workers busy to the end.
 _COST = {"fuzz": 9, "kill": 4, "race": 3, "permission": 2}
 MAX_PROBLEMS = 25  # per failed row in the report
@@ -117,6 +118,8 @@ def build_cases(
         cases += ec2_cases(agents)
     if "imds" in groups:
         cases += imds_cases(agents)
+    if "client" in groups:
+        cases += client_cases(agents)
     if "permission" in groups or "kill" in groups:
         found: dict[tuple[str, str], list[str]] = {}
         for calls in pool.map(discover, list(agents)):

@@ -8,10 +8,12 @@ from .harness import (
     LabError,
     Node,
     Subnet,
+    ThrottleCount,
     exit_reason,
     wait_until,
 )
 from .spec import Timing
+from .throttle import ThrottleModel
 
 __all__ = [
     "AgentResult",
@@ -21,6 +23,8 @@ __all__ = [
     "LabError",
     "Node",
     "Subnet",
+    "ThrottleCount",
+    "ThrottleModel",
     "Timing",
     "exit_reason",
     "wait_until",

@@ -49,6 +49,8 @@ from .spec import (
     plan_nodes,
     prefixlen,
 )
+from .throttle import ENV as THROTTLE_ENV
+from .throttle import ThrottleModel
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 REPO = TESTS_DIR.parent
@@ -132,6 +134,12 @@ class Call:
 
 
 @dataclass(frozen=True)
+class ThrottleCount:
+    answered: int
+    throttled: int
+
+
+@dataclass(frozen=True)
 class AgentResult:
     rc: int
     stdout: str
@@ -182,7 +190,10 @@ class Lab:
         node_subnets: Mapping[str, str] | None = None,
         source_dest_check: bool = False,
         dataplane: bool = False,
+        throttle: ThrottleModel | None = None,
     ) -> None:
+        """`throttle`: EC2's request throttling (lab.throttle); None: from the environment
+        variable LAB_THROTTLE, AWS's figures when it is unset; ThrottleModel.off(): none."""
         self.workdir = Path(workdir)
         self.region = region
         self.lab_id = secrets.token_hex(3)
@@ -201,8 +212,11 @@ class Lab:
             ),
             source_dest_check=source_dest_check,
             dataplane=dataplane,
+            throttle=(throttle or ThrottleModel.from_env(os.environ.get(THROTTLE_ENV))).to_json(),
         )
         self.home = self.workdir / "home"
+        # Each node's runtime directory (HA_RSCTMP), emptied with the world like the nodes' OS.
+        self.rsctmp = self.workdir / "rsctmp"
         self.port = 0
         self.endpoint_url = ""
         self.account_id = ""
@@ -359,9 +373,10 @@ class Lab:
             )
         if spec.dataplane:
             self._build_dataplane()
-        if self.home.exists():
-            shutil.rmtree(self.home)
-        self.home.mkdir(parents=True)
+        for fresh in (self.home, self.rsctmp):
+            if fresh.exists():
+                shutil.rmtree(fresh)
+            fresh.mkdir(parents=True)
 
     def _build_dataplane(self) -> None:
         """The VPC namespace becomes a router that forwards only what AWS says (lab.dataplane:
@@ -512,6 +527,27 @@ class Lab:
             self._control("DELETE", "iam")
         else:
             self._control("POST", "iam", {"policy": dict(document)})
+
+    def set_throttle(self, model: ThrottleModel) -> None:
+        """Throttle with `model` from now on: every bucket starts over, full; the counters stay.
+        reset() goes back to the model the Lab was created with."""
+        self._control("POST", "throttle", model.to_json())
+
+    def throttle_state(self) -> dict[str, Any]:
+        """{"model": ..., "buckets": {bucket: {tokens, capacity, refill, background}},
+        "counts": {action: {answered, throttled}}}: the buckets used so far, as of now."""
+        state: dict[str, Any] = self._control("GET", "throttle")
+        return state
+
+    def throttle_counts(self) -> dict[str, ThrottleCount]:
+        """Per EC2 action, the calls that got a token (answered, whatever EC2 then said) and
+        those throttled by the buckets, since the lab (or reset_throttle) began."""
+        counts = self._control("GET", "throttle")["counts"]
+        return {action: ThrottleCount(**count) for action, count in counts.items()}
+
+    def reset_throttle(self) -> None:
+        """Full buckets, zero counters."""
+        self._control("DELETE", "throttle")
 
     def hang_detach(self, eni_id: str, hang: bool = True) -> None:
         """While hung, a normal detach of eni_id stays `detaching` until a Force detach."""
@@ -757,6 +793,9 @@ class Lab:
             "OCF_RA_VERSION_MAJOR": "1",
             "OCF_RA_VERSION_MINOR": "1",
             "OCF_RESKEY_CRM_meta_timeout": str(timeout_ms),
+            # Each node's own runtime directory, as Pacemaker's /run/resource-agents is (the
+            # agents keep records there); never the host's.
+            "HA_RSCTMP": str(self.rsctmp / node),
         }
         if interval_ms is not None:
             env["OCF_RESKEY_CRM_meta_interval"] = str(interval_ms)

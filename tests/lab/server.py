@@ -72,6 +72,7 @@ from .spec import (
     random_mac,
     veth_name,
 )
+from .throttle import Buckets, ThrottleModel
 from .tls import REGIONAL_ADDRESS, REGIONAL_PORT, Certificates, make_certificates, regional_hostname
 
 LOG = logging.getLogger("lab.server")
@@ -281,6 +282,9 @@ class LabServer:
         self.world = fidelity.World("123456789012", "eu-central-1", Timing())
         fidelity.install(self.world)
         self.faults = FaultTable()
+        # EC2's request throttling (lab.throttle): the account's token buckets, drawn by every
+        # request that faults apply to (the nodes' clients), never by the lab's own reads.
+        self.throttle = Buckets()
         self.calls = CallLog()
         self.hotplug = Hotplug()
         self.listeners: list[Listener] = []
@@ -327,6 +331,8 @@ class LabServer:
             topo = topology.build(self.world.backend, spec)
             self.spec, self.topology = spec, topo
             self.instance_node = {n["instance_id"]: name for name, n in topo["nodes"].items()}
+        self.throttle.configure(ThrottleModel.from_json(spec.throttle))
+        self.throttle.reset()
         from .imds import Imds
 
         for node in spec.nodes:
@@ -391,6 +397,7 @@ class LabServer:
             self.instance_node.clear()
             self.faults.clear()
             self.calls.clear()
+            self.throttle.reset()
             self.policy = None
             self.world.reset(Timing())
             self.dataplane = None
@@ -549,6 +556,13 @@ class LabServer:
             if fault.kind == "blackhole":
                 self.hold(environ, fault.delay or DEFAULT_BLACKHOLE_SECONDS)
             self.drop(environ)
+        if not bypass and not self.throttle.take(action, params):
+            # EC2's own throttling (lab.throttle): 503 RequestLimitExceeded, no token taken.
+            record.fault, record.status, record.error_code = "bucket", 503, "RequestLimitExceeded"
+            self.calls.add(record)
+            return self.xml_error(
+                start_response, 503, "RequestLimitExceeded", error_message("RequestLimitExceeded")
+            )
         status, headers, chunks = self.call_moto(action, params, environ, record.access_key)
         if status < 300 and action in POWER_ACTIONS:
             self.sync_power()
@@ -735,11 +749,21 @@ class LabServer:
             ("GET", "iam"): lambda d, q: self.get_policy(),
             ("POST", "iam"): lambda d, q: self.set_policy(d),
             ("DELETE", "iam"): lambda d, q: self.clear_policy(),
+            ("GET", "throttle"): lambda d, q: self.throttle_state(),
+            ("POST", "throttle"): lambda d, q: self.set_throttle(d),
+            ("DELETE", "throttle"): lambda d, q: self.throttle.reset(),
         }
         handler = routes.get((method, path))
         if handler is None:
             raise KeyError(f"no control endpoint {method} /_lab/{path}")
         return handler(data, query)
+
+    def throttle_state(self) -> dict[str, Any]:
+        return {**self.throttle.state(), "counts": self.throttle.counts()}
+
+    def set_throttle(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.throttle.configure(ThrottleModel.from_json(data))  # a ValueError is a 400
+        return self.throttle_state()
 
     def power_states(self) -> dict[str, Any]:
         with self.power_lock:

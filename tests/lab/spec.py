@@ -76,6 +76,9 @@ class LabSpec:
     timing: Timing = field(default_factory=Timing)
     source_dest_check: bool = False
     dataplane: bool = False
+    # EC2's request throttling, as lab.throttle.ThrottleModel.to_json() writes it ({}: AWS's
+    # figures): plain JSON, like the rest of the plan the harness sends the server.
+    throttle: dict[str, Any] = field(default_factory=dict)
 
     @property
     def vpc_netns(self) -> str:
@@ -97,6 +100,7 @@ class LabSpec:
             timing=Timing(**data.get("timing", {})),
             source_dest_check=bool(data.get("source_dest_check", False)),
             dataplane=bool(data.get("dataplane", False)),
+            throttle=dict(data.get("throttle") or {}),
         )
 
 

@@ -1,0 +1,1 @@
+"""The compatibility matrix (``make compat``): see ``__main__``."""
