@@ -13,7 +13,7 @@ APT_PACKAGES := pacemaker pacemaker-cli-utils corosync crmsh pcs resource-agents
 	rpm rpmlint libxml2-utils xsltproc python3-boto3 python3-pyroute2 python3-venv iproute2 \
 	awscli man-db groff-base procps time
 
-.PHONY: deps venv models lint typecheck test demo bench clean rpm faults compat
+.PHONY: deps venv models lint typecheck check test demo bench clean rpm faults compat
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -32,12 +32,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Trimmed EC2 models (lib/ipfailover/botomodel.py) for the venv's botocore and Debian's, and the
-# meta-data documents rendered ahead (lib/ipfailover/prebuilt.py).
+# Trimmed EC2 models (lib/ipfailover/aws/botomodel.py) for the venv's botocore and Debian's.
 models: venv
-	$(PY) -m ipfailover.botomodel
-	$(PY) -m ipfailover.prebuilt
-	if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -m ipfailover.botomodel; fi
+	$(PY) -m ipfailover.aws.botomodel
+	if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -m ipfailover.aws.botomodel; fi
 
 lint: venv
 	$(VENV)/bin/ruff check lib agents tests packaging
@@ -46,6 +44,11 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy
+
+# The fast tier: the unit tests that are not slow (tests/conftest.py sorts every test into unit,
+# lab, cluster or faults): no root, no lab, no Debian packages; about 27 s of CPU.
+check: venv models
+	$(VENV)/bin/pytest -m "unit and not slow" -q $(PYTEST_ARGS)
 
 test: deps venv models lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -106,11 +106,6 @@ def ocf_tester(
     )
 
 
-def require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root for network namespaces")
-
-
 # -- Meta-data schemas and the conformance tools (crm, pcs, crm_resource), used by
 # -- tests/test_packaging.py and tests/test_examples.py ----------------------------------------
 

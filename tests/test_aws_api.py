@@ -13,7 +13,8 @@ import botocore.session
 import pytest
 from botocore.stub import Stubber
 
-from ipfailover.aws import Api, map_client_error
+from ipfailover.aws.client import Api
+from ipfailover.aws.errors import map_client_error
 from ocf_shim import OCF, Deadline, OCFError
 
 
@@ -116,14 +117,17 @@ def test_permission_reason_names_the_permission() -> None:
 
 
 def test_dry_run_succeeds_on_dry_run_operation() -> None:
-    api, stubber, _ = make_api()
+    api, stubber, fake = make_api()
     stubber.add_client_error("create_route", "DryRunOperation", http_status_code=412)
     api.dry_run(
         "CreateRoute",
         RouteTableId="rtb-11111111",
         DestinationCidrBlock="192.168.0.1/32",
         NetworkInterfaceId="eni-11111111",
-    )
+    )  # DryRunOperation is the success of a check: no exception
+    stubber.assert_no_pending_responses()
+    assert api.calls == 1
+    assert fake.sleeps == []
 
 
 def test_dry_run_that_is_denied_is_a_permission_error() -> None:

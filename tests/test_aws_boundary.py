@@ -22,9 +22,9 @@ import botocore.exceptions as bex
 import botocore.session
 import pytest
 
-from ipfailover import aws
-from ipfailover.aws import Api, bypass_proxy_for_imds, connect
-from ipfailover.params import AwsSettings
+from ipfailover.aws import client as aws
+from ipfailover.aws.client import Api, bypass_proxy_for_imds, connect
+from ipfailover.config.params import AwsSettings
 from ocf_shim import OCF, Deadline, OCFError
 
 POINTS = ("session", "credentials", "client", "sending")
@@ -112,17 +112,6 @@ def expected(exc: BaseException, point: str) -> set[int]:
 
 
 TABLE = [build(cls) for cls in botocore_classes()] + let_through()
-
-
-@pytest.fixture
-def node_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    for name in ("AWS_PROFILE", "AWS_CA_BUNDLE", "AWS_DATA_PATH"):
-        monkeypatch.delenv(name, raising=False)
 
 
 class FakeTime:

@@ -18,7 +18,7 @@ from lab.bench import ACTIONS, EXPECTED_RC, OURS_ONLY
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces)"),
+    pytest.mark.lab,  # its own Labs, not the fixture
     pytest.mark.skipif(incumbents.missing() is not None, reason=str(incumbents.missing())),
 ]
 

@@ -12,9 +12,9 @@ import botocore
 import botocore.session
 import pytest
 
-from ipfailover import botomodel
-from ipfailover.aws import Api, connect
-from ipfailover.params import AwsSettings
+from ipfailover.aws import botomodel
+from ipfailover.aws.client import Api, connect
+from ipfailover.config.params import AwsSettings
 from ocf_shim import Deadline
 
 EC2_SOURCE = Path(botomodel.__file__).with_name("ec2.py").read_text()
@@ -51,18 +51,11 @@ def test_unknown_operation_is_refused() -> None:
 
 
 @pytest.fixture
-def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty package model directory, and this node's AWS set-up: keys in the environment."""
+def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, node_env: None) -> Path:
+    """An empty package model directory, and this node's AWS set-up (tests/conftest.py)."""
     root = tmp_path / "models"
     root.mkdir()
     monkeypatch.setattr(botomodel, "MODELS_DIR", str(root))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    for name in ("AWS_PROFILE", "AWS_CA_BUNDLE", "AWS_DATA_PATH"):
-        monkeypatch.delenv(name, raising=False)
     return root
 
 

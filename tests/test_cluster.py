@@ -12,7 +12,6 @@ corosync's two_node. That is exactly the split-brain risk fencing will remove.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ from cluster import Cluster, ClusterError, Status, processes_in
 from lab import Lab, netns
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="the cluster needs root (namespaces, mounts)"),
     pytest.mark.skipif(
         not all(shutil.which(tool) for tool in ("corosync", "pacemakerd", "crm", "nsenter")),
         reason="needs corosync, pacemaker, crmsh and util-linux",

@@ -9,7 +9,6 @@ plane serves the module, reset before each test.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from lab import Lab, netns, wait_until
 from lab.spec import CLIENT_IP, DATAPLANE_TABLE
 from lab.traffic import Probe, Sample, Services, measure
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces)")
+pytestmark = pytest.mark.lab  # some tests use namespaces without the fixture
 
 SECONDARY_IP = "10.0.1.50"
 OVERLAY_IP = "192.168.100.10"

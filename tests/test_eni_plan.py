@@ -8,11 +8,13 @@ from typing import Optional
 
 import pytest
 
-from ipfailover import eni as agent
-from ipfailover import eni_agent
-from ipfailover.ec2 import Attachment, Eni
-from ipfailover.eni import Action, Progress
-from ipfailover.netlink import Addr, Link, RouteEntry, Rule
+from ipfailover.aws.ec2 import Attachment, Eni
+from ipfailover.eni import attachment as moves
+from ipfailover.eni import aws_apply, os_plan
+from ipfailover.eni import declaration as eni_agent
+from ipfailover.eni import record as eni_record
+from ipfailover.eni.attachment import Action, Progress
+from ipfailover.host.netlink import Addr, Link, RouteEntry, Rule
 from ocf_shim import OCF, ConfigError
 
 ENI = "eni-0123456789abcdef0"
@@ -150,12 +152,12 @@ def test_parse_config_rejects_bad_input(overrides: dict[str, object]) -> None:
 
 def test_available_eni_is_attached_and_the_request_not_repeated_at_once() -> None:
     free = eni()
-    assert agent.next_move(free, ME, progress(), False, 5.0).action is Action.ATTACH
+    assert moves.next_move(free, ME, progress(), False, 5.0).action is Action.ATTACH
     just = progress(now=10.5, attach_sent=10.0)
-    assert agent.next_move(free, ME, just, False, 5.0).action is Action.WAIT
+    assert moves.next_move(free, ME, just, False, 5.0).action is Action.WAIT
     # Still available a second later: the request was lost (or raced); send it again.
     later = progress(now=11.2, attach_sent=10.0)
-    assert agent.next_move(free, ME, later, False, 5.0).action is Action.ATTACH
+    assert moves.next_move(free, ME, later, False, 5.0).action is Action.ATTACH
 
 
 @pytest.mark.parametrize(
@@ -163,91 +165,91 @@ def test_available_eni_is_attached_and_the_request_not_repeated_at_once() -> Non
     [("attached", Action.DONE), ("attaching", Action.WAIT), ("detaching", Action.WAIT)],
 )
 def test_attachment_to_this_instance(status: str, action: Action) -> None:
-    assert agent.next_move(eni(ME, status), ME, progress(), True, 0.0).action is action
+    assert moves.next_move(eni(ME, status), ME, progress(), True, 0.0).action is action
 
 
 def test_attachment_elsewhere_is_detached_normally_first() -> None:
     held = eni(OTHER, "attached")
-    move = agent.next_move(held, ME, progress(held_since=10.0), True, 5.0)
+    move = moves.next_move(held, ME, progress(held_since=10.0), True, 5.0)
     assert move.action is Action.DETACH
     assert move.waiting_on == OTHER
     # Right after the request, AWS may still say "attached": wait, do not repeat.
     again = progress(now=10.3, held_since=10.0, detach_sent=10.0)
-    assert agent.next_move(held, ME, again, True, 5.0).action is Action.WAIT
+    assert moves.next_move(held, ME, again, True, 5.0).action is Action.WAIT
     later = progress(now=11.5, held_since=10.0, detach_sent=10.0)
-    assert agent.next_move(held, ME, later, True, 5.0).action is Action.DETACH
+    assert moves.next_move(held, ME, later, True, 5.0).action is Action.DETACH
 
 
 def test_stuck_detach_is_forced_only_when_allowed_and_only_once() -> None:
     stuck = eni(OTHER, "detaching")
     early = progress(now=12.0, held_since=10.0, detach_sent=10.0)
-    assert agent.next_move(stuck, ME, early, True, 5.0).action is Action.WAIT
+    assert moves.next_move(stuck, ME, early, True, 5.0).action is Action.WAIT
     due = progress(now=15.0, held_since=10.0, detach_sent=10.0)
-    move = agent.next_move(stuck, ME, due, True, 5.0)
+    move = moves.next_move(stuck, ME, due, True, 5.0)
     assert move.action is Action.FORCE_DETACH
     assert move.waiting_on == OTHER
-    assert agent.next_move(stuck, ME, due, False, 5.0).action is Action.WAIT
+    assert moves.next_move(stuck, ME, due, False, 5.0).action is Action.WAIT
     forced = progress(now=16.0, held_since=10.0, detach_sent=10.0, forced_at=15.0)
-    assert agent.next_move(stuck, ME, forced, True, 5.0).action is Action.WAIT
+    assert moves.next_move(stuck, ME, forced, True, 5.0).action is Action.WAIT
 
 
 def test_attaching_elsewhere_is_waited_for_and_not_forced() -> None:
-    move = agent.next_move(eni(OTHER, "attaching"), ME, progress(held_since=0.0), True, 1.0)
+    move = moves.next_move(eni(OTHER, "attaching"), ME, progress(held_since=0.0), True, 1.0)
     assert move.action is Action.WAIT
 
 
 def test_release_detaches_only_from_this_instance() -> None:
     for not_here in (eni(), eni(OTHER, "attached"), eni(OTHER, "detaching")):
-        assert agent.next_release_move(not_here, ME, progress(), True, 1.0).action is Action.DONE
-    assert agent.next_release_move(eni(ME), ME, progress(), False, 1.0).action is Action.DETACH
+        assert moves.next_release_move(not_here, ME, progress(), True, 1.0).action is Action.DONE
+    assert moves.next_release_move(eni(ME), ME, progress(), False, 1.0).action is Action.DETACH
     sent = progress(now=10.2, held_since=10.0, detach_sent=10.0)
-    assert agent.next_release_move(eni(ME), ME, sent, False, 1.0).action is Action.WAIT
+    assert moves.next_release_move(eni(ME), ME, sent, False, 1.0).action is Action.WAIT
     detaching = eni(ME, "detaching")
-    assert agent.next_release_move(detaching, ME, sent, True, 1.0).action is Action.WAIT
+    assert moves.next_release_move(detaching, ME, sent, True, 1.0).action is Action.WAIT
     due = progress(now=11.5, held_since=10.0, detach_sent=10.0)
-    assert agent.next_release_move(detaching, ME, due, True, 1.0).action is Action.FORCE_DETACH
-    assert agent.next_release_move(detaching, ME, due, False, 1.0).action is Action.WAIT
+    assert moves.next_release_move(detaching, ME, due, True, 1.0).action is Action.FORCE_DETACH
+    assert moves.next_release_move(detaching, ME, due, False, 1.0).action is Action.WAIT
 
 
 def test_stuck_reason_names_the_holder_and_the_way_out() -> None:
     held = progress(now=18.0, held_since=10.0, detach_sent=10.0)
-    move = agent.next_move(eni(OTHER, "detaching"), ME, held, False, 5.0)
-    reason = agent.stuck_reason(move, held, force_detach=False)
+    move = moves.next_move(eni(OTHER, "detaching"), ME, held, False, 5.0)
+    reason = moves.stuck_reason(move, held, force_detach=False)
     assert OTHER in reason
     assert "detaching" in reason
     assert "force_detach=true" in reason
     assert "8.0s" in reason
     forced = progress(now=18.0, held_since=10.0, forced_at=15.0)
-    move = agent.next_move(eni(OTHER, "detaching"), ME, forced, True, 5.0)
-    assert "force_detach=true" not in agent.stuck_reason(move, forced, force_detach=True)
+    move = moves.next_move(eni(OTHER, "detaching"), ME, forced, True, 5.0)
+    assert "force_detach=true" not in moves.stuck_reason(move, forced, force_detach=True)
 
 
 def test_poll_interval_is_short_then_backs_off() -> None:
-    steps = [agent.poll_interval(t) for t in (0.0, 1.9, 2.0, 9.9, 10.0, 300.0)]
+    steps = [moves.poll_interval(t) for t in (0.0, 1.9, 2.0, 9.9, 10.0, 300.0)]
     assert steps == sorted(steps)
     assert steps[0] <= 0.2
     assert steps[-1] <= 0.5
 
 
 def test_force_after_is_a_bounded_share_of_the_budget() -> None:
-    assert agent.force_after(9.0) == pytest.approx(3.6)
-    assert agent.force_after(600.0) == agent.FORCE_AFTER_MAX
-    assert agent.force_after(0.0) == 0.0
+    assert moves.force_after(9.0) == pytest.approx(3.6)
+    assert moves.force_after(600.0) == moves.FORCE_AFTER_MAX
+    assert moves.force_after(0.0) == 0.0
 
 
 # ----------------------------------------------------------------------------- the OS side
 
 
-def facts(ipv6s: tuple[str, ...] = ()) -> agent.EniFacts:
-    return agent.eni_facts(eni(ME, ipv6s=ipv6s), "10.0.3.0/24", ("2001:db8:0:3::/64",))
+def facts(ipv6s: tuple[str, ...] = ()) -> os_plan.EniFacts:
+    return os_plan.eni_facts(eni(ME, ipv6s=ipv6s), "10.0.3.0/24", ("2001:db8:0:3::/64",))
 
 
-def wanted(ipv6_gateway: Optional[str] = None, policy: bool = True) -> agent.WantedOs:
-    return agent.wanted_os(facts(("2001:db8:0:3::100",)), policy, T, P, ipv6_gateway)
+def wanted(ipv6_gateway: Optional[str] = None, policy: bool = True) -> os_plan.WantedOs:
+    return os_plan.wanted_os(facts(("2001:db8:0:3::100",)), policy, T, P, ipv6_gateway)
 
 
-def good_state(w: agent.WantedOs, link: Link = LINK) -> agent.ObservedOs:
-    return agent.ObservedOs(
+def good_state(w: os_plan.WantedOs, link: Link = LINK) -> os_plan.ObservedOs:
+    return os_plan.ObservedOs(
         link=link,
         addresses=tuple(Addr(ip, plen, link.index, None) for ip, plen in w.addresses),
         rules=(
@@ -263,8 +265,8 @@ def good_state(w: agent.WantedOs, link: Link = LINK) -> agent.ObservedOs:
 
 
 def test_router_is_the_first_host_of_the_subnet() -> None:
-    assert agent.router("10.0.3.0/24") == "10.0.3.1"
-    assert agent.router("172.31.16.0/20") == "172.31.16.1"
+    assert os_plan.router("10.0.3.0/24") == "10.0.3.1"
+    assert os_plan.router("172.31.16.0/20") == "172.31.16.1"
 
 
 def test_wanted_os_v4_and_v6() -> None:
@@ -284,16 +286,18 @@ def test_wanted_os_v4_and_v6() -> None:
 
 def test_plan_is_empty_when_everything_is_in_place() -> None:
     w = wanted("fe80::1")
-    plan = agent.plan_os(w, good_state(w))
+    plan = os_plan.plan_os(w, good_state(w))
     assert plan.empty
-    assert agent.os_problems(plan, w) == []
-    assert agent.monitor_problems(w, good_state(w)) == []
+    assert os_plan.os_problems(plan, w) == []
+    assert os_plan.monitor_problems(w, good_state(w)) == []
 
 
 def test_plan_from_nothing_configures_everything() -> None:
     w = wanted()
-    bare = agent.ObservedOs(link=Link(7, "eth1", MAC, up=False), addresses=(), rules=(), routes=())
-    plan = agent.plan_os(w, bare)
+    bare = os_plan.ObservedOs(
+        link=Link(7, "eth1", MAC, up=False), addresses=(), rules=(), routes=()
+    )
+    plan = os_plan.plan_os(w, bare)
     assert plan.bring_up
     assert plan.add_addresses == w.addresses
     assert plan.add_rules == w.rules
@@ -301,73 +305,73 @@ def test_plan_from_nothing_configures_everything() -> None:
     assert not plan.flush_routes
     assert not plan.del_rules
     # 1 link + 3 addresses + 3 rules + 3 routes
-    assert len(agent.os_problems(plan, w, "eth1")) == 10
+    assert len(os_plan.os_problems(plan, w, "eth1")) == 10
 
 
 def test_missing_link_is_the_only_problem_reported() -> None:
     w = wanted()
-    plan = agent.plan_os(w, agent.ObservedOs(link=None, addresses=(), rules=(), routes=()))
+    plan = os_plan.plan_os(w, os_plan.ObservedOs(link=None, addresses=(), rules=(), routes=()))
     assert plan.link_missing
-    assert len(agent.os_problems(plan, w)) == 1
+    assert len(os_plan.os_problems(plan, w)) == 1
 
 
 def test_removed_rule_and_route_are_noticed() -> None:
     w = wanted()
     state = good_state(w)
-    broken = agent.ObservedOs(
+    broken = os_plan.ObservedOs(
         link=state.link,
         addresses=state.addresses,
         rules=tuple(r for r in state.rules if r.src != "10.0.3.101/32"),
         routes=tuple(r for r in state.routes if r.gateway is None),
     )
-    plan = agent.plan_os(w, broken)
+    plan = os_plan.plan_os(w, broken)
     assert plan.add_rules == ("10.0.3.101/32",)
     assert plan.set_routes == (("0.0.0.0/0", "10.0.3.1"),)
-    assert len(agent.monitor_problems(w, broken)) == 2
+    assert len(os_plan.monitor_problems(w, broken)) == 2
 
 
 def test_address_with_another_prefix_length_is_left_alone() -> None:
     w = wanted()
     state = good_state(w)
-    helper = agent.ObservedOs(
+    helper = os_plan.ObservedOs(
         link=state.link,
         addresses=tuple(Addr(a.ip, 32, a.index, None) for a in state.addresses),
         rules=state.rules,
         routes=state.routes,
     )
-    assert agent.plan_os(w, helper).empty
+    assert os_plan.plan_os(w, helper).empty
 
 
 def test_route_on_another_link_is_replaced() -> None:
     w = wanted()
     state = good_state(w)
-    moved = agent.ObservedOs(
+    moved = os_plan.ObservedOs(
         link=state.link,
         addresses=state.addresses,
         rules=state.rules,
         routes=tuple(RouteEntry(r.dst, r.gateway, 99, T) for r in state.routes),
     )
-    plan = agent.plan_os(w, moved)
+    plan = os_plan.plan_os(w, moved)
     assert set(plan.set_routes) == set(w.routes)
     assert not plan.flush_routes
-    assert len(agent.monitor_problems(w, moved)) == len(w.routes)
+    assert len(os_plan.monitor_problems(w, moved)) == len(w.routes)
 
 
 def test_foreign_routes_and_stale_rules_are_tidied_but_do_not_fail_monitor() -> None:
     w = wanted()
     state = good_state(w)
-    messy = agent.ObservedOs(
+    messy = os_plan.ObservedOs(
         link=state.link,
         addresses=state.addresses,
         rules=(*state.rules, Rule(P, T, "10.0.3.55/32")),
         routes=(*state.routes, RouteEntry("192.168.0.0/16", None, LINK.index, T)),
     )
-    plan = agent.plan_os(w, messy)
+    plan = os_plan.plan_os(w, messy)
     assert plan.flush_routes
     assert plan.set_routes == w.routes  # everything again after the flush
     assert plan.del_rules == ("10.0.3.55/32",)
     assert plan.add_rules == ()
-    assert agent.monitor_problems(w, messy) == []
+    assert os_plan.monitor_problems(w, messy) == []
 
 
 def test_foreign_rules_use_our_table_or_priority() -> None:
@@ -378,43 +382,43 @@ def test_foreign_rules_use_our_table_or_priority() -> None:
         Rule(10001, 10001, "10.0.3.100/32"),  # amazon-ec2-net-utils: fine
         Rule(32766, 254, None),
     ]
-    assert agent.foreign_rules(rules, T, P) == rules[1:3]
-    assert agent.own_rules(rules, T, P) == rules[:1]
+    assert os_plan.foreign_rules(rules, T, P) == rules[1:3]
+    assert os_plan.own_rules(rules, T, P) == rules[:1]
 
 
 def test_route_key_normalizes_spelling_and_defaults() -> None:
-    assert agent.route_key(RouteEntry(None, "10.0.3.1", 7, T)) == ("0.0.0.0/0", "10.0.3.1")
-    assert agent.route_key(RouteEntry(None, "FE80::1", 7, T)) == ("::/0", "fe80::1")
-    assert agent.route_key(RouteEntry("2001:db8:0:3:0::/64", None, 7, T)) == (
+    assert os_plan.route_key(RouteEntry(None, "10.0.3.1", 7, T)) == ("0.0.0.0/0", "10.0.3.1")
+    assert os_plan.route_key(RouteEntry(None, "FE80::1", 7, T)) == ("::/0", "fe80::1")
+    assert os_plan.route_key(RouteEntry("2001:db8:0:3:0::/64", None, 7, T)) == (
         "2001:db8:0:3::/64",
         None,
     )
 
 
 def test_record_round_trip_and_damage(tmp_path: Path) -> None:
-    path = agent.record_path({"HA_RSCTMP": str(tmp_path)}, ENI, ME)
+    path = eni_record.record_path({"HA_RSCTMP": str(tmp_path)}, ENI, ME)
     assert path.startswith(str(tmp_path))
-    assert agent.load_record(path) is None
+    assert eni_record.load_record(path) is None
     f = facts(("2001:db8:0:3::100",))
-    agent.save_record(path, f, ME)
-    assert agent.load_record(path) == f
-    assert agent.same_eni(f, eni(ME, ipv6s=("2001:db8:0:3::100",)))
-    assert not agent.same_eni(f, eni(ME, ipv4s=("10.0.3.100",), ipv6s=("2001:db8:0:3::100",)))
+    eni_record.save_record(path, f, ME)
+    assert eni_record.load_record(path) == f
+    assert os_plan.same_eni(f, eni(ME, ipv6s=("2001:db8:0:3::100",)))
+    assert not os_plan.same_eni(f, eni(ME, ipv4s=("10.0.3.100",), ipv6s=("2001:db8:0:3::100",)))
     Path(path).write_text(json.dumps({"eni_id": ENI, "mac": MAC}))
-    assert agent.load_record(path) is None
+    assert eni_record.load_record(path) is None
     Path(path).write_text("{not json")
-    assert agent.load_record(path) is None
-    agent.remove_record(path)
-    agent.remove_record(path)
+    assert eni_record.load_record(path) is None
+    eni_record.remove_record(path)
+    eni_record.remove_record(path)
     assert not Path(path).exists()
 
 
 def test_record_default_location_is_the_resource_agents_runtime_dir() -> None:
-    assert agent.record_path({}, ENI, ME) == f"/run/resource-agents/aws-eni-{ENI}-{ME}.json"
+    assert eni_record.record_path({}, ENI, ME) == f"/run/resource-agents/aws-eni-{ENI}-{ME}.json"
 
 
 def test_primary_interfaces_are_not_movable() -> None:
-    assert agent.primary_problem(eni(OTHER, device_index=0)) is not None
-    assert agent.primary_problem(eni(ME, device_index=0)) is not None
-    assert agent.primary_problem(eni(OTHER, device_index=1)) is None
-    assert agent.primary_problem(eni()) is None
+    assert aws_apply.primary_problem(eni(OTHER, device_index=0)) is not None
+    assert aws_apply.primary_problem(eni(ME, device_index=0)) is not None
+    assert aws_apply.primary_problem(eni(OTHER, device_index=1)) is None
+    assert aws_apply.primary_problem(eni()) is None

@@ -43,7 +43,6 @@ from agentkit import (
     checkout_metadata,
     metadata_actions,
     metadata_parameters,
-    ocf_tree_unusable,
 )
 
 EXAMPLES = ROOT / "crm-examples"
@@ -244,12 +243,8 @@ class Loader:
 
 
 @pytest.fixture(scope="module")
-def loader(tmp_path_factory: pytest.TempPathFactory) -> Loader:
-    reason = ocf_tree_unusable()
-    if reason:
-        pytest.skip(reason)
-    tree = OcfTree(tmp_path_factory.mktemp("ocf-tree"))
-    tree.link_checkout_agents()
+def loader(ocf_tree: OcfTree, tmp_path_factory: pytest.TempPathFactory) -> Loader:
+    tree = ocf_tree
     for (provider, name), metadata in STUBS.items():
         if not (OCF_RA_DIR / provider / name).exists():
             tree.add_stub(provider, name, metadata)

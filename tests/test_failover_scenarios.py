@@ -10,7 +10,6 @@ failure) and go into the demo's table.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,6 @@ from cluster.scenarios import (
 from lab import netns
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="the cluster needs root (namespaces, mounts)"),
     pytest.mark.skipif(
         not all(shutil.which(t) for t in ("corosync", "pacemakerd", "crm", "nsenter")),
         reason="needs corosync, pacemaker, crmsh and util-linux",

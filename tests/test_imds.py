@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ipfailover import node
-from ipfailover.imds import Imds, ImdsNotFound
+from ipfailover.aws import instance as node
+from ipfailover.aws.imds import Imds, ImdsNotFound
 from ocf_shim import OCF, Deadline, OCFError
 
 

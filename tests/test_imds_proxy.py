@@ -20,14 +20,13 @@ import pytest
 
 LIB_DIR = Path(__file__).resolve().parent.parent / "lib"
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
 SCRIPT = r"""
 import json, os, socket, sys, threading
-from ipfailover import node
-from ipfailover.aws import connect
-from ipfailover.imds import Imds
-from ipfailover.params import AwsSettings
+from ipfailover.aws import instance as node
+from ipfailover.aws.client import connect
+from ipfailover.aws.imds import Imds
+from ipfailover.config.params import AwsSettings
 from ocf_shim import Deadline, OCFError
 
 mode, endpoint = sys.argv[1], sys.argv[2]

@@ -25,7 +25,7 @@ from lab import Lab, netns, wait_until
 from lab.faults import FaultRule
 from lab.harness import TESTS_DIR, exit_reason
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces)")
+pytestmark = pytest.mark.lab  # some tests use namespaces without the fixture
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 PYTHONS = [

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -203,8 +202,6 @@ def test_model_settings_and_environment() -> None:
 
 # ---- the lab server ------------------------------------------------------------------------------
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces)")
-
 NODE_CLIENT = textwrap.dedent(
     """
     import json, sys
@@ -248,7 +245,6 @@ def no_refill(**limits: float) -> ThrottleModel:
     return ThrottleModel(limits={action: Limit(n, 0) for action, n in limits.items()})
 
 
-@needs_root
 def test_throttled_answer_as_ec2_gives_it(lab: Lab) -> None:
     lab.set_throttle(no_refill(DescribeVpcs=2))
     ec2 = lab.ec2(bypass_faults=False)  # a botocore client, retries off
@@ -277,7 +273,6 @@ def test_throttled_answer_as_ec2_gives_it(lab: Lab) -> None:
     assert lab.throttle_counts() == {}
 
 
-@needs_root
 def test_all_nodes_share_the_accounts_buckets(lab: Lab) -> None:
     lab.set_throttle(no_refill(DescribeVpcs=3))
     assert from_node(lab, "a", 2) == ["ok", "ok"]
@@ -291,7 +286,6 @@ def test_all_nodes_share_the_accounts_buckets(lab: Lab) -> None:
     ]
 
 
-@needs_root
 def test_dry_run_draws_from_the_same_bucket(lab: Lab) -> None:
     lab.set_throttle(no_refill(DescribeVpcs=2))
     ec2 = lab.ec2(bypass_faults=False)
@@ -301,7 +295,6 @@ def test_dry_run_draws_from_the_same_bucket(lab: Lab) -> None:
     assert lab.throttle_counts() == {"DescribeVpcs": ThrottleCount(answered=2, throttled=1)}
 
 
-@needs_root
 def test_the_labs_own_reads_do_not_draw(
     lab_factory: Callable[..., Lab], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -367,7 +360,6 @@ def imds_read(lab: Lab, node: str, paths: list[str]) -> list[str]:
     return result
 
 
-@needs_root
 def test_an_ordinary_agent_start_is_far_below_the_default_buckets(lab: Lab) -> None:
     assert lab.throttle_state()["model"] == ThrottleModel().to_json()  # on, at AWS's figures
     params = {

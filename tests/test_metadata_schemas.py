@@ -8,19 +8,14 @@ tests/data/ocf-1.1-ra-api.rng because no Debian package ships it.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
+from agentkit import OCF_11_RNG, RESOURCE_AGENTS_RNG, xmllint
+from agentkit import RA_API_DTD as DTD
 from ocf_shim import ActionSpec, Agent, Context, Parameter
-
-RA_DIR = Path("/usr/share/resource-agents")
-DTD = RA_DIR / "ra-api-1.dtd"
-RESOURCE_AGENTS_RNG = RA_DIR / "metadata.rng"
-OCF_11_RNG = Path(__file__).resolve().parent / "data" / "ocf-1.1-ra-api.rng"
 
 HOSTILE = "a < b && c > d; \"double\" 'single' ]]> <!-- --> &amp; é ü ß 中文 😀 \u200b"
 
@@ -82,21 +77,6 @@ def minimal_agent() -> Agent:
 
 
 AGENTS = [pytest.param(rich_agent, id="rich"), pytest.param(minimal_agent, id="minimal")]
-
-
-def xmllint(xml: str, *args: str) -> None:
-    """Validate like ocf-tester does: from the DTD's directory, so the DOCTYPE resolves too."""
-    proc = subprocess.run(
-        ["xmllint", "--noout", "--nonet", *args, "-"],
-        input=xml,
-        capture_output=True,
-        text=True,
-        cwd=RA_DIR if RA_DIR.is_dir() else None,
-        check=False,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "warning" not in proc.stderr, proc.stderr
 
 
 def body(xml: str) -> ET.Element:

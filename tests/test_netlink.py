@@ -12,8 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +21,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONS = [sys.executable] + (["/usr/bin/python3"] if Path("/usr/bin/python3").exists() else [])
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-
 
 @pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"ipft{os.getpid() % 100000}{uuid.uuid4().hex[:4]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for cmd in (
-            ["link", "set", "lo", "up"],
-            ["link", "add", "eth0", "address", "02:00:0a:00:01:0a", "type", "veth", "peer", "p0"],
-            ["link", "set", "p0", "up"],
-            ["link", "set", "eth0", "up"],
-            ["addr", "add", "10.0.1.10/24", "dev", "eth0"],
-            ["link", "add", "eth1", "address", "02:00:0a:00:03:0b", "type", "veth", "peer", "p1"],
-            ["link", "set", "p1", "up"],
-        ):
-            subprocess.run(["ip", "-n", name, *cmd], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+def netns(netns_factory: Callable[..., str]) -> str:
+    return netns_factory(
+        "netlink",
+        [
+            "link add eth0 address 02:00:0a:00:01:0a type veth peer p0",
+            "link set p0 up",
+            "link set eth0 up",
+            "addr add 10.0.1.10/24 dev eth0",
+            "link add eth1 address 02:00:0a:00:03:0b type veth peer p1",
+            "link set p1 up",
+        ],
+    )
 
 
 def run_in(ns: str, python: str, body: str) -> Any:
     """Run ``body`` (which sets ``result``) with a Netlink handle ``nl`` inside ``ns``."""
-    script = "import json\nfrom ipfailover.netlink import Netlink\nnl = Netlink()\n"
+    script = "import json\nfrom ipfailover.host.netlink import Netlink\nnl = Netlink()\n"
     script += textwrap.dedent(body) + "\nprint(json.dumps(result))\n"
     out = subprocess.run(
         ["ip", "netns", "exec", ns, python, "-c", script],
@@ -327,3 +319,56 @@ def test_dumps_during_changes_are_states_the_changer_passed_through(netns: str) 
         for r in ip_json(netns, option, "route", "show", "table", "100")
     )
     assert rest["routes"] == expected_routes
+
+
+# -- flush_table (aws-eni) --------------------------------------------------------------------
+
+
+@pytest.fixture
+def eni_netns(netns_factory: Callable[..., str]) -> str:
+    """An ENI's link with an address of each family, as aws-eni finds it."""
+    return netns_factory(
+        "eninl",
+        [
+            "link add eth1 address 02:00:0a:00:03:64 type veth peer p1",
+            "link set p1 up",
+            "link set eth1 up",
+            "addr add 10.0.3.100/24 dev eth1",
+            "addr add 2001:db8:0:3::100/64 dev eth1 nodad",
+        ],
+    )
+
+
+def routes(ns: str, family: str, table: int) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        ["ip", "-n", ns, "-json", family, "route", "show", "table", str(table)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        assert "table does not exist" in done.stderr
+        return []
+    result: list[dict[str, Any]] = json.loads(done.stdout or "[]")
+    return result
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_flush_table_removes_both_families_and_only_that_table(eni_netns: str, python: str) -> None:
+    """``Netlink.flush_table`` (added for aws-eni)."""
+    body = """
+        index = nl.link_by_name("eth1").index
+        nl.replace_route(5001, "10.0.3.0/24", index)
+        nl.replace_route(5001, None, index, "10.0.3.1")
+        nl.replace_route(5001, "2001:db8:0:3::/64", index)
+        nl.replace_route(5001, None, index, "fe80::1")
+        nl.replace_route(5002, None, index, "10.0.3.1")
+        before = len(nl.routes(5001))
+        result = [before, nl.flush_table(5001), nl.flush_table(5001), len(nl.routes(5001))]
+    """
+    assert run_in(eni_netns, python, body) == [4, 4, 0, 0]
+    assert routes(eni_netns, "-4", 5001) == []
+    assert routes(eni_netns, "-6", 5001) == []
+    assert [(r["dst"], r["gateway"]) for r in routes(eni_netns, "-4", 5002)] == [
+        ("default", "10.0.3.1")
+    ]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Union
 
 import pytest
 
-from ipfailover.netlink import Addr, Netlink, RouteEntry, Rule
+from ipfailover.host.netlink import Addr, Netlink, RouteEntry, Rule
 from ocf_shim import Deadline, GenericError
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -356,7 +356,7 @@ def test_a_socket_that_cannot_be_opened_is_a_generic_error() -> None:
 
 
 def test_the_eni_plan_keys_a_default_route_by_its_family() -> None:
-    from ipfailover.eni import route_key
+    from ipfailover.eni.os_plan import route_key
 
     on_link_v6 = RouteEntry(dst=None, gateway=None, oif=3, table=100, family=V6)
     assert route_key(on_link_v6) == ("::/0", None)

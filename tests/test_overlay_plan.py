@@ -6,8 +6,9 @@ from ipaddress import ip_address
 
 import pytest
 
-from ipfailover import overlayip, overlayip_agent
-from ipfailover.ec2 import Route, RouteTable
+from ipfailover.aws.ec2 import Route, RouteTable
+from ipfailover.overlayip import actions as overlayip
+from ipfailover.overlayip import declaration as overlayip_agent
 from ocf_shim import OCF, ConfigError
 
 ENI = "eni-0123456789abcdef0"

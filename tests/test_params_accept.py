@@ -9,7 +9,6 @@ OCF_CHECK_LEVEL=0, no lab), and the partition check at action time in the lab.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +17,12 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from agentkit import DEBIAN_PYTHON, PYTHONS, agent
-from ipfailover import params
-from ipfailover.partition import Partition, check_region, partition_of
+from ipfailover.aws.partition import Partition, check_region, partition_of
+from ipfailover.config import params, syntax
 from ocf_shim import ConfigError, GenericError, NotInstalledError
 
 if TYPE_CHECKING:
-    from ipfailover.imds import Imds
+    from ipfailover.aws.imds import Imds
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "lib"
@@ -66,11 +65,10 @@ KERNEL_NAMES = [
 ]  # fmt: skip
 
 
+@pytest.mark.lab  # a network namespace of its own
 def test_interface_names_are_what_the_kernel_takes() -> None:
     """Each name is created (a veth) in a network namespace of its own: the kernel's answer is
     the oracle. iproute2 is not used: it has its own, narrower, check."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root for a network namespace")
     code = (
         "import json, sys\n"
         "from pyroute2 import IPRoute\n"
@@ -96,7 +94,7 @@ def test_interface_names_are_what_the_kernel_takes() -> None:
     ours = {}
     for name in KERNEL_NAMES:
         try:
-            ours[name] = params.parse_interface("interface", name) == name
+            ours[name] = syntax.parse_interface("interface", name) == name
         except ConfigError:
             ours[name] = False
     assert ours == kernel
@@ -237,7 +235,7 @@ def _partitions_in(python: str, *prelude: str) -> dict[str, Any]:
         [
             *prelude,
             "import json, sys",
-            "from ipfailover.partition import partition_of",
+            "from ipfailover.aws.partition import partition_of",
             "print(json.dumps({r: partition_of(r) for r in sys.argv[1:]}))",
         ]
     )
@@ -391,14 +389,14 @@ class FakeImds:
 def test_the_instance_region_has_the_parameter_shape(
     region: str | None, zone: str, expected: str
 ) -> None:
-    from ipfailover import node
+    from ipfailover.aws import instance as node
 
     assert node.region(cast("Imds", FakeImds(region, zone))) == expected
 
 
 @pytest.mark.parametrize("zone", ["eusc-de-east-1", "eu-central-1A", "eu-central-1ab", ""])
 def test_a_malformed_zone_is_refused(zone: str) -> None:
-    from ipfailover import node
+    from ipfailover.aws import instance as node
 
     with pytest.raises(GenericError):
         node.region(cast("Imds", FakeImds(None, zone)))

@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 import pytest
 
-from ipfailover import eni as agent
-from ipfailover import record
+from ipfailover.eni import record as agent
+from ipfailover.eni.os_plan import EniFacts
+from ipfailover.host import record
 from ocf_shim import GenericError, get_log
 
 ENI = "eni-0123456789abcdef0"
@@ -99,7 +100,7 @@ def in_time(function: Callable[[], Any], seconds: float = 10.0) -> Any:
 
 
 def test_round_trip(path: Path) -> None:
-    facts = agent.EniFacts.from_json(GOOD)
+    facts = EniFacts.from_json(GOOD)
     agent.save_record(str(path), facts, ME)
     assert agent.load_record(str(path)) == facts
     assert path.is_file()
@@ -141,7 +142,7 @@ def test_a_fifo_is_not_read(path: Path) -> None:
 def test_a_directory_is_not_read_and_not_written_over(path: Path) -> None:
     path.mkdir(parents=True)
     assert in_time(lambda: agent.load_record(str(path))) is None
-    in_time(lambda: agent.save_record(str(path), agent.EniFacts.from_json(GOOD), ME))
+    in_time(lambda: agent.save_record(str(path), EniFacts.from_json(GOOD), ME))
     assert path.is_dir()
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
 
@@ -163,7 +164,7 @@ def test_writing_follows_no_symlink(path: Path, tmp_path: Path) -> None:
     path.symlink_to(victim)
     planted = Path(f"{path}.{os.getpid()}.tmp")
     planted.symlink_to(victim)
-    facts = agent.EniFacts.from_json(GOOD)
+    facts = EniFacts.from_json(GOOD)
     agent.save_record(str(path), facts, ME)
     assert victim.read_text() == "precious"
     assert path.is_file()
@@ -183,12 +184,12 @@ def test_any_record_refuses_records_that_disagree(tmp_path: Path) -> None:
     """When this instance's id is unknown, a record of another instance is used only when all
     records agree about the ENI; otherwise "cannot tell" (1), never a guess."""
     env = {"HA_RSCTMP": str(tmp_path)}
-    facts = agent.EniFacts.from_json(GOOD)
+    facts = EniFacts.from_json(GOOD)
     agent.save_record(agent.record_path(env, ENI, ME), facts, ME)
     other = "i-0fedcba9876543210"
     agent.save_record(agent.record_path(env, ENI, other), facts, other)
     assert agent.any_record(env, ENI) == facts
-    changed = agent.EniFacts.from_json(dict(GOOD, ipv4s=["10.0.3.101"]))
+    changed = EniFacts.from_json(dict(GOOD, ipv4s=["10.0.3.101"]))
     agent.save_record(agent.record_path(env, ENI, other), changed, other)
     with pytest.raises(GenericError):
         agent.any_record(env, ENI)

@@ -495,8 +495,9 @@ def test_a_primary_address_is_never_removed(lab: Any, owner: str) -> None:
 
 def forget_records(lab: Any, node: str) -> None:
     """What a resource started by the previous version looks like: no record in HA_RSCTMP."""
-    directory = lab.home / "rsctmp" / node
-    for path in directory.glob("*") if directory.exists() else []:
+    records = list((lab.rsctmp / node).glob("*"))
+    assert records  # the start before wrote one
+    for path in records:
         path.unlink()
 
 
@@ -614,7 +615,7 @@ def test_upgrade_ipv6_address_without_record_is_left_by_stop(lab: Any) -> None:
 
 READER = """
 import json, sys
-from ipfailover.netlink import Netlink
+from ipfailover.host.netlink import Netlink
 with Netlink() as reader:
     link = reader.link_by_name("eth0")
     addrs = reader.addresses(link.index)

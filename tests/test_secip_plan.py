@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from ipfailover import secip, secip_agent
-from ipfailover.ec2 import Address, Eni
-from ipfailover.params import ip_object, parse_ip
+from ipfailover.aws.ec2 import Address, Eni
+from ipfailover.config.syntax import ip_object, parse_ip
+from ipfailover.secip import declaration as secip_agent
+from ipfailover.secip import plan as secip
 from ocf_shim import OCF, ConfigError
 
 if TYPE_CHECKING:
-    from ipfailover.params import IPAddress, Value
+    from ipfailover.config.params import IPAddress, Value
 
 OURS = "eni-0123456789abcdef0"
 OTHER = "eni-0fedcba9876543210"

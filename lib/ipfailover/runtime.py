@@ -10,17 +10,17 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
-from ocf_shim import ArgsError, Context
-
-from .params import AwsSettings
+from ipfailover.config.params import AwsSettings
+from ocf_shim import ArgsError, Context, GenericError, OCFError, get_log
 
 if TYPE_CHECKING:
-    from .aws import Api
-    from .imds import Imds
-    from .netlink import Link, Netlink
+    from ipfailover.aws.client import Api
+    from ipfailover.aws.imds import Imds
+    from ipfailover.host.netlink import Link, Netlink
 
 T = TypeVar("T")
 R = TypeVar("R")
+log = get_log("ipfailover")
 
 
 class Runtime:
@@ -44,7 +44,7 @@ class Runtime:
     @property
     def imds(self) -> Imds:
         if self._imds is None:
-            from .imds import Imds
+            from ipfailover.aws.imds import Imds
 
             self._imds = Imds(self.ctx.deadline)
         return self._imds
@@ -52,7 +52,7 @@ class Runtime:
     @property
     def netlink(self) -> Netlink:
         if self._netlink is None:
-            from .netlink import Netlink
+            from ipfailover.host.netlink import Netlink
 
             self._netlink = Netlink(self.ctx.deadline)
         return self._netlink
@@ -61,17 +61,17 @@ class Runtime:
         """The parameter's region, or this instance's; known to botocore or reached through
         the endpoint parameters, and in role_arn's partition (ipfailover.partition)."""
         if self._region is None:
-            from . import node
-            from .partition import check_region
+            from ipfailover.aws import instance
+            from ipfailover.aws.partition import check_region
 
-            region = self.settings.region or node.region(self.imds)
+            region = self.settings.region or instance.region(self.imds)
             check_region(region, self.settings)
             self._region = region
         return self._region
 
     def api(self) -> Api:
         if self._api is None:
-            from .aws import connect
+            from ipfailover.aws.client import connect
 
             # The trimmed EC2 model's cache (botomodel) lives where ocf-shellfuncs keeps state.
             cache = self.ctx.environ.get("HA_RSCTMP") or "/run/resource-agents"
@@ -92,6 +92,28 @@ class Runtime:
 
     def api_calls(self) -> int:
         return self._api.calls if self._api is not None else 0
+
+
+def aws_check(
+    check: Callable[[], T],
+    gone: Callable[[OCFError], Optional[str]],
+    unchecked: Callable[[str], str],
+) -> Optional[T]:
+    """The AWS side of a monitor, or None when it could not complete: the OS side decides.
+
+    ``gone(exc)`` gives the reason when the failure means that what is monitored no longer
+    exists (or cannot be read at all): an error (1) the OS side cannot make up for. Any other
+    failure (EC2 or the metadata service unreachable, throttled, denied) is logged as a
+    warning, ``unchecked(reason)``, and the monitor goes on from the OS side alone.
+    """
+    try:
+        return check()
+    except OCFError as exc:
+        reason = gone(exc)
+        if reason is not None:
+            raise GenericError(reason) from None
+        log.warning("%s", unchecked(exc.reason))
+        return None
 
 
 def run_parallel(function: Callable[[T], R], items: list[T], workers: int = 8) -> list[R]:

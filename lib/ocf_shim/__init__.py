@@ -5,7 +5,7 @@ Standard library only; nothing is read from the environment until ``Agent.main()
 
 from __future__ import annotations
 
-from .agent import Agent, Context, check_level, lazy_handler, redact
+from .agent import Agent, Context, check_level, lazy_handler
 from .deadline import Deadline
 from .errors import (
     OCF,
@@ -20,6 +20,7 @@ from .errors import (
 )
 from .log import Log, get_log
 from .spec import ActionSpec, Parameter
+from .text import redact
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

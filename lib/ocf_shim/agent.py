@@ -13,7 +13,8 @@ import sys
 from .deadline import MAX_BUDGET_MS, Deadline
 from .errors import KNOWN_CODES, OCF, ConfigError, GenericError, OCFError, parse_bool
 from .log import DEBUG, get_log
-from .spec import check_text, encodable
+from .spec import check_text
+from .text import EXIT_REASON_PREFIX, clean, one_line, redact, show
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,29 +29,13 @@ if TYPE_CHECKING:
     C = TypeVar("C")
     ConfigParser = Callable[[Mapping[str, ParamValue]], object]
 
-__all__ = ["Agent", "Context", "check_level", "lazy_handler", "redact"]
+__all__ = ["Agent", "Context", "check_level", "lazy_handler"]
 
 DEFAULT_TIMEOUT_S = 20
 MAX_VALUE_LEN = 4096
-MAX_REASON_LEN = 512
-EXIT_REASON_PREFIX = "ocf-exit-reason:"
 SHIM_ACTIONS = ("meta-data", "usage", "help")
-SECRET_WORDS = ("secret", "token", "password", "key")
 # What a stop handler never reports (errors.py): such an error of a stop becomes 1.
 STOP_NEVER = frozenset({OCF.ERR_ARGS, OCF.ERR_INSTALLED, OCF.ERR_CONFIGURED, OCF.NOT_RUNNING})
-
-# C0 and C1 controls (newline included), DEL and Unicode line separators: none of them belongs in
-# a parameter value or a log line. Lone surrogates (what undecodable bytes in the environment turn
-# into) neither; they are found by failing to encode, which needs no 2048-entry table.
-_CONTROL = dict.fromkeys([*range(32), *range(127, 160), 8232, 8233], " ")
-
-
-def _clean(text: str) -> str:
-    """``text`` with every control character and lone surrogate turned into a space."""
-    text = text.translate(_CONTROL)
-    if not encodable(text):
-        text = "".join(" " if "\ud800" <= c <= "\udfff" else c for c in text)
-    return text
 
 
 class Context:
@@ -129,39 +114,6 @@ def check_level(env: Mapping[str, str]) -> Optional[int]:
         env.get("OCF_CHECK_LEVEL", "").strip() or env.get("OCF_RESKEY_OCF_CHECK_LEVEL", "").strip()
     )
     return int(raw) if _is_integer(raw) and len(raw) <= 6 else None
-
-
-def one_line(text: str, limit: int = MAX_REASON_LEN) -> str:
-    """Make ``text`` safe as one log or exit-reason line: controls become spaces, length capped."""
-    return _clean(text).strip()[:limit]
-
-
-def show(value: object, limit: int = 64) -> str:
-    """A short, escaped rendering of an untrusted value for messages."""
-    text = value if isinstance(value, str) else str(value)
-    shown = repr(text[:limit])
-    return shown + "..." if len(text) > limit else shown
-
-
-def redact(name: str, value: object) -> str:
-    """Render a parameter value for the log, hiding anything that may be a credential: the whole
-    value when the parameter's name says so, the user information of a URL in any value (an
-    authenticated proxy, ``http://user:password@host:3128``)."""
-    if value is None or value == "":
-        return "<unset>"
-    lowered = name.lower()
-    if any(word in lowered for word in SECRET_WORDS):
-        return "<redacted>"
-    return show(_hide_url_userinfo(value if isinstance(value, str) else str(value)))
-
-
-def _hide_url_userinfo(text: str) -> str:
-    """``text`` with the ``user:password@`` of a URL (``scheme://user:password@host``) as
-    ``***@``."""
-    scheme, sep, rest = text.partition("://")
-    end = min((rest.find(c) for c in "/?#" if c in rest), default=len(rest))
-    at = rest.rfind("@", 0, end)
-    return f"{scheme}{sep}***{rest[at:]}" if sep and at >= 0 else text
 
 
 class Agent:
@@ -384,7 +336,7 @@ def _check_value(name: str, raw: str) -> None:
         raise ConfigError(
             f"parameter {show(name)} is longer than {MAX_VALUE_LEN} characters ({len(raw)})"
         )
-    if _clean(raw) != raw:
+    if clean(raw) != raw:
         raise ConfigError(f"parameter {show(name)} contains a newline or control character")
 
 

@@ -10,8 +10,8 @@ import signal
 import threading
 import time
 
-from .agent import EXIT_REASON_PREFIX, one_line
 from .errors import OCF
+from .text import EXIT_REASON_PREFIX, one_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, TypeVar
 
+from lab.records import wait_until
+
 from .config import Member, corosync_conf, hosts_file
 from .fencing import NODE_CA_BUNDLE, FenceAws
 from .status import Status, parse_crm_mon
@@ -464,13 +466,12 @@ class Cluster:
 
     # ---- background processes in a node -------------------------------------------------------
 
-    def spawn(self, node: str, argv: Sequence[str], log: Path | None = None) -> Spawned:
-        """Start argv in the background inside the node (its network, mount, UTS and PID
-        namespaces): it dies with the node (kill, fencing); `unspawn` or close() end it."""
+    def _nsenter(self, node: str, argv: Sequence[str]) -> list[str]:
+        """argv inside the running node: its network, mount, UTS and PID namespaces."""
         running = self.running.get(node)
         if running is None:
             raise ClusterError(f"node {node} is not running")
-        full = [
+        return [
             "nsenter",
             "--target",
             str(running.init_pid),
@@ -481,6 +482,12 @@ class Cluster:
             "--",
             *argv,
         ]
+
+    def spawn(self, node: str, argv: Sequence[str], log: Path | None = None) -> Spawned:
+        """Start argv in the background inside the node (its network, mount, UTS and PID
+        namespaces): it dies with the node (kill, fencing); `unspawn` or close() end it."""
+        full = self._nsenter(node, argv)
+        init_pid = self.running[node].init_pid
         out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
         try:
             proc = subprocess.Popen(
@@ -495,7 +502,7 @@ class Cluster:
         finally:
             if log is not None and not isinstance(out, int):
                 out.close()
-        spawned = Spawned(node=node, proc=proc, init_pid=running.init_pid)
+        spawned = Spawned(node=node, proc=proc, init_pid=init_pid)
         self.spawned.append(spawned)
         return spawned
 
@@ -554,20 +561,7 @@ class Cluster:
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run argv inside the node (its network, mount, UTS and PID namespaces)."""
-        running = self.running.get(node)
-        if running is None:
-            raise ClusterError(f"node {node} is not running")
-        full = [
-            "nsenter",
-            "--target",
-            str(running.init_pid),
-            "--net",
-            "--mount",
-            "--uts",
-            "--pid",
-            "--",
-            *argv,
-        ]
+        full = self._nsenter(node, argv)
         try:
             proc = subprocess.run(
                 full,
@@ -834,11 +828,5 @@ def _run(
 def _wait_for(
     predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
 ) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise ClusterError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    value: T = wait_until(predicate, timeout, interval, what, error=ClusterError)
+    return value

@@ -184,16 +184,6 @@ def aws_view(lab: Lab, case: Case) -> str:
     return f"sends it to {aws_owner(lab, case) or 'nobody'}"
 
 
-def os_owners(lab: Lab, address: str) -> list[str]:
-    """The nodes that have the address on one of their links."""
-    owners = []
-    for name in lab.nodes:
-        for link in lab.ip_json(name, "addr", "show"):
-            if any(a.get("local") == address for a in link.get("addr_info", [])):
-                owners.append(name)
-    return owners
-
-
 def runs_on(resource: str, node: str) -> Callable[[Status], bool]:
     def check(status: Status) -> bool:
         state = status.resources.get(resource)
@@ -390,7 +380,7 @@ class FailoverLab:
                 time.time(),
                 "lab",
                 f"at the kill: AWS: {aws_view(lab, case)}; "
-                f"OS: {', '.join(os_owners(lab, case.address)) or 'on no node'}",
+                f"OS: {', '.join(lab.os_owners(case.address)) or 'on no node'}",
             )
         )
         return marks
@@ -481,7 +471,7 @@ class FailoverLab:
                 f"VPC data plane forwards {case.address} to {new}", forwarded == new, str(forwarded)
             )
         )
-        owners = os_owners(lab, case.address)
+        owners = lab.os_owners(case.address)
         checks.append(
             Check(f"OS: {case.address} configured on {new} only", owners == [new], str(owners))
         )

@@ -133,7 +133,7 @@ def run_row(row: Row, python: Path, pytest_args: list[str]) -> tuple[str, int]:
     """Run the agent-process tests with the agents under ``python``; (summary, pytest's rc)."""
     # The trimmed EC2 model for this botocore (what make and the RPM build do).
     subprocess.run(
-        [str(python), "-m", "ipfailover.botomodel"],
+        [str(python), "-m", "ipfailover.aws.botomodel"],
         env={**os.environ, "PYTHONPATH": str(ROOT / "lib")},
         capture_output=True,
         check=False,

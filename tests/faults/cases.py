@@ -362,7 +362,7 @@ def _damaged_tree(s: Session, agent: str) -> Path:
 
     import botocore
 
-    from ipfailover import botomodel
+    from ipfailover.aws import botomodel
 
     root = s.workdir / "damaged-tree"
     lib = root / "lib"

@@ -114,15 +114,6 @@ def whole_eni(lab: Lab) -> Scenario:
     )
 
 
-def os_owners(lab: Lab, address: str) -> list[str]:
-    owners = []
-    for name in lab.nodes:
-        for link in lab.ip_json(name, "addr", "show"):
-            if any(a.get("local") == address for a in link.get("addr_info", [])):
-                owners.append(name)
-    return owners
-
-
 class Timeline:
     def __init__(self) -> None:
         self.began = time.monotonic()
@@ -147,7 +138,7 @@ class Timeline:
     def state(self, lab: Lab, s: Scenario) -> None:
         print(
             f"             AWS sends {s.address} to: {s.aws_owner(lab) or 'nobody'}; "
-            f"configured on: {', '.join(os_owners(lab, s.address)) or 'no node'}",
+            f"configured on: {', '.join(lab.os_owners(s.address)) or 'no node'}",
             flush=True,
         )
 

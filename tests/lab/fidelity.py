@@ -313,23 +313,18 @@ class World:
             raise invalid_value(f"Address {ip} is reserved by AWS in subnet {eni.subnet.id}.")
 
     def _free_ipv4(self, net: Any, count: int) -> list[str]:
-        found: list[str] = []
-        for host in reversed(list(net.hosts())[3:]):
-            ip = str(host)
-            if self._owner_after_pending(ip) is None:
-                found.append(ip)
-                if len(found) == count:
-                    return found
-        raise client_error(
-            "InsufficientFreeAddressesInSubnet", "The subnet has no free addresses left."
-        )
+        return self._first_free((str(host) for host in reversed(list(net.hosts())[3:])), count)
 
     def free_ipv4(self, cidr: str, first_host: int, count: int) -> list[str]:
         """The `count` lowest free addresses of cidr from host number first_host on."""
         net = ipaddress.ip_network(cidr)
+        hosts = range(first_host, net.num_addresses - 1)
+        return self._first_free((str(net.network_address + number) for number in hosts), count)
+
+    def _first_free(self, candidates: Iterable[str], count: int) -> list[str]:
+        """The first `count` of candidates that no ENI holds (or is about to)."""
         found: list[str] = []
-        for number in range(first_host, net.num_addresses - 1):
-            ip = str(net.network_address + number)
+        for ip in candidates:
             if self._owner_after_pending(ip) is None:
                 found.append(ip)
                 if len(found) == count:

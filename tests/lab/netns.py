@@ -130,3 +130,16 @@ def entered(netns: str) -> Iterator[None]:
             setns(own)
     finally:
         os.close(own)
+
+
+@contextlib.contextmanager
+def scratch(role: str, commands: Sequence[str] = ()) -> Iterator[str]:
+    """A namespace of its own for one test, named as the lab's (so the sweeper removes it if its
+    creator dies), set up by ``commands`` (`ip -batch` lines run inside it), deleted after."""
+    name = f"{lab_prefix(os.getpid(), os.urandom(3).hex())}-{role}"
+    ip("netns", "add", name)
+    try:
+        ip_batch(["link set lo up", *commands], netns=name)
+        yield name
+    finally:
+        delete_netns([name])

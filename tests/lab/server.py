@@ -11,8 +11,12 @@ The ticker (every 20 ms, and at once after a call that may change something) com
 transitions, hotplugs ENI links, acts on instance power changes (lab.power) and, with a data
 plane, makes the VPC namespace forward what AWS says (lab.dataplane).
 
-moto is not thread-safe: every call into it (and into the fidelity World) holds LOCK. Injected
-latency, late answers and black holes wait outside the lock.
+moto is not thread-safe: every call into it (and into the fidelity World) holds LOCK (in
+lab.ec2_api). Injected latency, late answers and black holes wait outside the lock.
+
+The server is put together from parts by concern: lab.listeners (transport), lab.hotplug (ENI
+links), lab.ec2_api (the EC2 endpoint), lab.control (the control API); this module has its
+life cycle, the ticker, power, and ``main``.
 
 With an IAM policy set (POST /_lab/iam), a request signed with a node's instance role key is
 authorized by lab.iam before moto (or the DryRun answer) sees it; a denial is a 403
@@ -28,250 +32,45 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import io
 import json
 import logging
 import os
-import re
-import select
 import signal
-import socket
 import ssl
-import struct
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl
-
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from . import iam, netns, power
+from .control import Control
 from .dataplane import DataPlane, Forwarding
 from .dataplane import plan as plan_forwarding
+from .ec2_api import LOCK, LOG
 from .faults import (
-    DEFAULT_BLACKHOLE_SECONDS,
     CallLog,
-    CallRecord,
-    FaultRule,
     FaultTable,
-    ec2_error_body,
-    error_message,
 )
+from .hotplug import Hotplug, Plugged
+from .listeners import Listener, StartResponse, WSGIApp, never, open_socket, serve
 from .power import PowerState
 from .spec import (
-    ENI_HOST_BASE,
     LabSpec,
     Timing,
     bridge_name,
     gateway,
     prefixlen,
-    random_mac,
     veth_name,
 )
 from .throttle import Buckets, ThrottleModel
 from .tls import REGIONAL_ADDRESS, REGIONAL_PORT, Certificates, make_certificates, regional_hostname
 
-LOG = logging.getLogger("lab.server")
-LOCK = threading.RLock()
 TICK_SECONDS = 0.02
 IMDS_ADDRESS = "169.254.169.254"
-# Calls after which the instances' power states are synchronised before the answer goes out
-# (so that "stopped" in DescribeInstances means the node is already cut off).
-POWER_ACTIONS = frozenset({"StopInstances", "StartInstances", "TerminateInstances"})
-READ_ONLY_PREFIXES = ("Describe", "Get")
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-_CODE_RE = re.compile(rb"<Code>([^<]+)</Code>")
-_CRED_RE = re.compile(r"Credential=([^/,\s]+)/")
 
 
-class DropConnection(ConnectionError):
-    """Raised by an app to end the connection without an answer (werkzeug treats it as dropped)."""
-
-
-class Handler(WSGIRequestHandler):
-    timeout = 120  # bound for clients that connect and never send a request
-
-    def make_environ(self) -> dict[str, Any]:
-        environ: dict[str, Any] = super().make_environ()
-        environ["lab.handler"] = self
-        return environ
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
-class LabHTTPServer(ThreadedWSGIServer):
-    """A threaded werkzeug server on a socket we created, able to reset connections."""
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        app: WSGIApp,
-        refuses: Callable[[], bool],
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        host, port = sock.getsockname()[:2]
-        super().__init__(
-            host, port, app, handler=Handler, fd=sock.fileno(), ssl_context=ssl_context
-        )
-        sock.close()  # werkzeug keeps its own duplicate of the descriptor
-        self.refuses = refuses
-        self._reset: set[socket.socket] = set()
-        self._reset_lock = threading.Lock()
-
-    def mark_reset(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        with self._reset_lock:
-            self._reset.add(conn)
-
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        if self.refuses():
-            self.mark_reset(request)
-            return False
-        return True
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._reset_lock:
-            reset = request in self._reset
-            self._reset.discard(request)
-        if reset:
-            self.close_request(request)  # SO_LINGER 0: the close sends RST
-        else:
-            super().shutdown_request(request)
-
-
-@dataclass
-class Listener:
-    node: str
-    kind: str
-    server: LabHTTPServer
-    thread: threading.Thread
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def open_socket(host: str, port: int, ns: str | None) -> socket.socket:
-    """A listening TCP socket on host:port, created inside ns when given."""
-    ctx = netns.entered(ns) if ns else contextlib.nullcontext()
-    with ctx:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(128)
-        except BaseException:
-            sock.close()
-            raise
-    return sock
-
-
-def serve(
-    node: str,
-    kind: str,
-    sock: socket.socket,
-    app: WSGIApp,
-    refuses: Callable[[], bool],
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-) -> Listener:
-    server = LabHTTPServer(sock, app, refuses, ssl_context)
-    thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": 0.05},
-        daemon=True,
-        name=f"{kind}-{node}",
-    )
-    thread.start()
-    return Listener(node, kind, server, thread)
-
-
-def never() -> bool:
-    return False
-
-
-@dataclass
-class Plugged:
-    node: str
-    netns: str
-    ifname: str
-    peer: str
-    mac: str
-    device_index: int
-
-
-class Hotplug:
-    """Shows each attached ENI in its node as a NIC: a veth end named eth<N>, DOWN."""
-
-    def __init__(self) -> None:
-        self.plugged: dict[str, Plugged] = {}
-        self.lock = threading.Lock()
-
-    def enis_of(self, node: str) -> list[str]:
-        """The ENIs plugged into node, by device index (what the guest, and so IMDS, sees)."""
-        items = sorted(self.plugged.items(), key=lambda item: item[1].device_index)
-        return [eni_id for eni_id, plug in items if plug.node == node]
-
-    def reconcile(
-        self,
-        want: dict[str, tuple[Plugged, str | None]],
-        vpc_ns: str,
-        current: Callable[[], bool],
-    ) -> None:
-        """Plug and unplug links so the nodes show exactly `want` (ENI id -> link, bridge).
-
-        `current` tells whether the world `want` was computed from still exists (a teardown
-        may have happened in between): if not, nothing is done.
-        """
-        with self.lock:
-            if not current():
-                return
-            for eni_id, have in list(self.plugged.items()):
-                wanted = want.get(eni_id)
-                if wanted is None or wanted[0] != have:
-                    self._unplug(eni_id, vpc_ns)
-            for eni_id, (plug, bridge) in want.items():
-                if eni_id not in self.plugged:
-                    self._plug(eni_id, plug, bridge, vpc_ns)
-
-    def _plug(self, eni_id: str, p: Plugged, bridge: str | None, vpc_ns: str) -> None:
-        add = f"link add {p.peer} type veth peer name {p.ifname} address {p.mac} netns {p.netns}"
-        up = f"link set {p.peer} master {bridge} up" if bridge else f"link set {p.peer} up"
-        try:
-            netns.ip_batch([add, up], vpc_ns)
-        except netns.IpError:
-            # a stale link of the same name (ours or the guest's): clear both ends and retry once
-            for name, ns in ((p.ifname, p.netns), (p.peer, vpc_ns)):
-                with contextlib.suppress(netns.IpError):
-                    netns.ip("link", "del", name, netns=ns)
-            try:
-                netns.ip_batch([add, up], vpc_ns)
-            except netns.IpError as err:
-                LOG.error("hotplug of %s into %s failed: %s", eni_id, p.node, err)
-                return
-        self.plugged[eni_id] = p
-
-    def _unplug(self, eni_id: str, vpc_ns: str) -> None:
-        p = self.plugged.pop(eni_id)
-        try:
-            netns.ip("link", "del", p.peer, netns=vpc_ns)
-        except netns.IpError:
-            with contextlib.suppress(netns.IpError):
-                netns.ip("link", "del", p.ifname, netns=p.netns)
-
-    def forget(self) -> None:
-        with self.lock:
-            self.plugged.clear()
-
-
-class LabServer:
+class LabServer(Control):
     def __init__(self) -> None:
         from moto.moto_server.werkzeug_app import create_backend_app
 
@@ -519,322 +318,6 @@ class LabServer:
 
         return app
 
-    # ---- EC2: faults, call log, DryRun, moto -------------------------------------------------
-
-    def ec2(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        node: str = environ["lab.node"]
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(body)
-        params = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
-        if "form-urlencoded" in environ.get("CONTENT_TYPE", ""):
-            params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-        action = params.get("Action", "?")
-        cred = _CRED_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
-        record = CallRecord(
-            time=time.time(),
-            node=node,
-            service="ec2",
-            action=action,
-            access_key=cred.group(1) if cred else None,
-        )
-        bypass = node == "host" and environ.get("HTTP_X_LAB_BYPASS") == "1"
-        decision = self.faults.decide(action, node) if not bypass else None
-        if decision is not None and decision.latency:
-            record.fault = "latency"
-            time.sleep(decision.latency)
-        fault = decision.fault if decision is not None else None
-        if fault is not None:
-            record.fault = fault.kind
-            self.calls.add(record)
-            if fault.kind in ("throttle", "error"):
-                code = fault.code or "InternalError"
-                record.status, record.error_code = fault.status, code
-                return self.xml_error(
-                    start_response, fault.status or 500, code, error_message(code)
-                )
-            if fault.kind == "blackhole":
-                self.hold(environ, fault.delay or DEFAULT_BLACKHOLE_SECONDS)
-            self.drop(environ)
-        if not bypass and not self.throttle.take(action, params):
-            # EC2's own throttling (lab.throttle): 503 RequestLimitExceeded, no token taken.
-            record.fault, record.status, record.error_code = "bucket", 503, "RequestLimitExceeded"
-            self.calls.add(record)
-            return self.xml_error(
-                start_response, 503, "RequestLimitExceeded", error_message("RequestLimitExceeded")
-            )
-        status, headers, chunks = self.call_moto(action, params, environ, record.access_key)
-        if status < 300 and action in POWER_ACTIONS:
-            self.sync_power()
-        if not action.startswith(READ_ONLY_PREFIXES):
-            self.wake.set()  # the ticker follows the change now, not at its next beat
-        if decision is not None and decision.late:
-            record.fault = "late"  # carried out; the answer waits (outside the lock)
-            time.sleep(decision.late)
-        record.status = status
-        if status >= 400:
-            match = _CODE_RE.search(b"".join(chunks))
-            record.error_code = match.group(1).decode() if match else None
-        self.calls.add(record)
-        start_response(f"{status} {_reason(status)}", headers)
-        return chunks
-
-    def call_moto(
-        self,
-        action: str,
-        params: dict[str, str],
-        environ: dict[str, Any],
-        access_key: str | None = None,
-    ) -> tuple[int, list[tuple[str, str]], list[bytes]]:
-        captured: dict[str, Any] = {}
-        chunks: list[bytes] = []
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            captured["status"], captured["headers"] = status, headers
-            return chunks.append
-
-        with LOCK:
-            try:
-                # IAM first: a denied DryRun gets UnauthorizedOperation, as on EC2.
-                denied = self.authorize(action, params, access_key)
-                if denied is not None:
-                    return 403, _xml_headers(), [ec2_error_body("UnauthorizedOperation", denied)]
-                if params.get("DryRun", "").lower() == "true":
-                    err = self.world.dry_run(action, params)
-                    code = 412 if err.code == "DryRunOperation" else 400
-                    return code, _xml_headers(), [ec2_error_body(err.code, err.message)]
-                result = self.moto_app(environ, capture)
-                try:
-                    chunks.extend(result)
-                finally:
-                    close = getattr(result, "close", None)
-                    if close is not None:
-                        close()
-            except Exception as err:
-                LOG.error("moto failed on %s: %s", action, traceback.format_exc())
-                return 500, _xml_headers(), [ec2_error_body("InternalError", f"lab: {err}")]
-        status = int(str(captured.get("status", "500")).split()[0])
-        headers = [(k, v) for k, v in captured.get("headers", []) if k.lower() != "content-length"]
-        headers.append(("Content-Length", str(sum(len(c) for c in chunks))))
-        return status, headers, chunks
-
-    def authorize(self, action: str, params: dict[str, str], access_key: str | None) -> str | None:
-        """The UnauthorizedOperation message for a denied request, None to go on (holds LOCK).
-
-        Only requests signed with a node's instance role credentials are evaluated; the test
-        client (`lab.ec2()`), fence_aws and anything else with other keys are not.
-        """
-        enforced = self.policy
-        if enforced is None or access_key is None:
-            return None
-        caller = next(
-            (m for m in self.imds.values() if m.credentials["AccessKeyId"] == access_key), None
-        )
-        if caller is None:
-            return None
-        principal = iam.assumed_role_arn(caller.account_id, caller.role, caller.instance_id)
-        try:
-            resources = iam.request_resources(
-                action,
-                params,
-                self.world.backend,
-                region=self.world.region,
-                account=self.world.account_id,
-            )
-        except iam.Unresolvable:
-            return None  # EC2 answers with its NotFound error (moto / World.dry_run do)
-        except iam.UnknownAction as err:
-            LOG.error("%s", err)
-            return f"You are not authorized to perform this operation. {err}"
-        decision = iam.evaluate(enforced[1], f"ec2:{action}", resources)
-        return None if decision.allowed else iam.denial_message(decision, principal)
-
-    def set_policy(self, data: dict[str, Any]) -> dict[str, Any]:
-        document = data.get("policy")
-        policy = iam.Policy.parse(document)  # a PolicyError is a ValueError: 400
-        assert isinstance(document, dict)
-        with LOCK:
-            self.policy = (document, policy)
-        return {"enforced": True, "statements": len(policy.statements)}
-
-    def clear_policy(self) -> dict[str, Any]:
-        with LOCK:
-            self.policy = None
-        return {"enforced": False}
-
-    def get_policy(self) -> dict[str, Any]:
-        with LOCK:
-            enforced = self.policy
-        return {"enforced": enforced is not None, "policy": enforced[0] if enforced else None}
-
-    @staticmethod
-    def xml_error(
-        start_response: StartResponse, status: int, code: str, message: str
-    ) -> list[bytes]:
-        body = ec2_error_body(code, message)
-        start_response(f"{status} {_reason(status)}", _xml_headers(len(body)))
-        return [body]
-
-    @staticmethod
-    def drop(environ: dict[str, Any]) -> None:
-        handler: Handler = environ["lab.handler"]
-        handler.close_connection = True
-        server: LabHTTPServer = handler.server  # type: ignore[assignment]
-        server.mark_reset(environ["werkzeug.socket"])
-        raise DropConnection("lab fault: connection reset")
-
-    @staticmethod
-    def hold(environ: dict[str, Any], seconds: float) -> None:
-        """Keep the request unanswered until the client gives up or `seconds` have passed."""
-        conn: socket.socket = environ["werkzeug.socket"]
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            readable, _, _ = select.select([conn], [], [], 0.05)
-            if not readable:
-                continue
-            try:
-                if not conn.recv(1, socket.MSG_PEEK):
-                    return
-            except OSError:
-                return
-            time.sleep(0.05)
-
-    # ---- control API -------------------------------------------------------------------------
-
-    def control(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        path = environ.get("PATH_INFO", "")[len("/_lab/") :].strip("/")
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length else b""
-        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
-        try:
-            data = json.loads(raw) if raw else {}
-            result = self.dispatch(method, path, data, query)
-            status = 200
-        except (ValueError, KeyError, TypeError) as err:
-            status, result = 400, {"error": f"{type(err).__name__}: {err}"}
-        except Exception as err:
-            LOG.error("control %s %s failed: %s", method, path, traceback.format_exc())
-            status, result = 500, {"error": f"{type(err).__name__}: {err}"}
-        body = json.dumps(result).encode()
-        start_response(
-            f"{status} {_reason(status)}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-        )
-        return [body]
-
-    def dispatch(self, method: str, path: str, data: dict[str, Any], query: dict[str, str]) -> Any:
-        routes: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, str]], Any]] = {
-            ("GET", "ping"): lambda d, q: {"ok": True, "pid": os.getpid(), "port": self.port},
-            ("POST", "setup"): lambda d, q: self.setup(LabSpec.from_json(d)),
-            ("POST", "teardown"): lambda d, q: self.teardown(),
-            ("GET", "faults"): lambda d, q: self.faults.rules(),
-            ("POST", "faults"): lambda d, q: self.faults.add(FaultRule(**d)),
-            ("DELETE", "faults"): lambda d, q: self.faults.clear(),
-            ("GET", "calls"): self.get_calls,
-            ("DELETE", "calls"): lambda d, q: self.calls.clear(),
-            ("POST", "imds"): lambda d, q: self.imds[d["node"]].set_mode(
-                d.get("mode"), d.get("delay")
-            ),
-            ("GET", "timing"): self.timing,
-            ("POST", "timing"): self.timing,
-            ("POST", "hang"): self.hang,
-            ("POST", "eni"): lambda d, q: self.create_eni(d),
-            ("POST", "eip"): lambda d, q: self.allocate_eip(),
-            ("GET", "links"): lambda d, q: {e: asdict(p) for e, p in self.hotplug.plugged.items()},
-            ("POST", "tick"): lambda d, q: self.tick(),
-            ("GET", "power"): lambda d, q: self.power_states(),
-            ("GET", "ca"): lambda d, q: {"pem": self.ca_pem()},
-            ("GET", "dataplane"): lambda d, q: self.dataplane_state(),
-            ("GET", "iam"): lambda d, q: self.get_policy(),
-            ("POST", "iam"): lambda d, q: self.set_policy(d),
-            ("DELETE", "iam"): lambda d, q: self.clear_policy(),
-            ("GET", "throttle"): lambda d, q: self.throttle_state(),
-            ("POST", "throttle"): lambda d, q: self.set_throttle(d),
-            ("DELETE", "throttle"): lambda d, q: self.throttle.reset(),
-        }
-        handler = routes.get((method, path))
-        if handler is None:
-            raise KeyError(f"no control endpoint {method} /_lab/{path}")
-        return handler(data, query)
-
-    def throttle_state(self) -> dict[str, Any]:
-        return {**self.throttle.state(), "counts": self.throttle.counts()}
-
-    def set_throttle(self, data: dict[str, Any]) -> dict[str, Any]:
-        self.throttle.configure(ThrottleModel.from_json(data))  # a ValueError is a 400
-        return self.throttle_state()
-
-    def power_states(self) -> dict[str, Any]:
-        with self.power_lock:
-            return {name: state.to_json() for name, state in self.power.items()}
-
-    def ca_pem(self) -> str:
-        spec = self.spec
-        if spec is None:
-            raise ValueError("the lab is not set up")
-        self.tls_context(spec.region)
-        return self.certificates[spec.region].ca_pem
-
-    def dataplane_state(self) -> dict[str, Any]:
-        dataplane = self.dataplane
-        if dataplane is None:
-            return {"enabled": False, "changes": 0, "forwarding": {}}
-        with dataplane.lock:
-            return {"enabled": True, **dataplane.describe()}
-
-    def get_calls(self, data: dict[str, Any], query: dict[str, str]) -> list[dict[str, Any]]:
-        since = float(query["since"]) if "since" in query else None
-        service = query.get("service", "ec2")
-        return self.calls.select(query.get("node"), since, None if service == "*" else service)
-
-    def timing(self, data: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
-        with LOCK:
-            self.world.timing.update(data)
-            return asdict(self.world.timing)
-
-    def hang(self, data: dict[str, Any], query: dict[str, str]) -> None:
-        with LOCK:
-            self.world.set_hang(data["eni_id"], bool(data.get("hang", True)))
-
-    def allocate_eip(self) -> dict[str, Any]:
-        with LOCK:
-            eip = self.world.backend.allocate_address(domain="vpc")
-        return {"allocation_id": eip.allocation_id, "public_ip": eip.public_ip}
-
-    def create_eni(self, data: dict[str, Any]) -> dict[str, Any]:
-        with LOCK:
-            return self._create_eni(data)
-
-    def _create_eni(self, data: dict[str, Any]) -> dict[str, Any]:
-        if self.topology is None:
-            raise ValueError("the lab is not set up")
-        info = self.topology["subnets"][data.get("subnet", "c")]
-        backend = self.world.backend
-        subnet = backend.get_subnet(info["id"])
-        ips = self.world.free_ipv4(
-            subnet.cidr_block, ENI_HOST_BASE, 1 + int(data.get("secondary_ips", 0))
-        )
-        eni = backend.create_network_interface(
-            subnet,
-            ips[0],
-            private_ip_addresses=[
-                {"Primary": n == 0, "PrivateIpAddress": ip} for n, ip in enumerate(ips)
-            ],
-            group_ids=[self.topology["security_group"]],
-            description=data.get("description") or "",
-            ipv6_address_count=int(data.get("ipv6_count", 0)),
-        )
-        eni.mac_address = random_mac(self.world.rng)
-        return {
-            "id": eni.id,
-            "mac": eni.mac_address,
-            "ip": ips[0],
-            "secondary_ips": ips[1:],
-            "subnet_id": subnet.id,
-            "az": subnet.availability_zone,
-        }
-
     # ---- orphan handling -----------------------------------------------------------------------
 
     def watch_stdin(self) -> None:
@@ -844,22 +327,6 @@ class LabServer:
                 pass
         self.orphaned = True
         self.stop.set()
-
-
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
-
-
-def _xml_headers(length: int | None = None) -> list[tuple[str, str]]:
-    headers = [("Content-Type", "text/xml")]
-    if length is not None:
-        headers.append(("Content-Length", str(length)))
-    return headers
 
 
 PR_SET_PDEATHSIG = 1

@@ -10,13 +10,37 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, TypeVar
+from typing import Any, Callable, Optional
 
+from ipfailover.host.rtnl import (
+    FRA_PRIORITY,
+    FRA_SRC,
+    FRA_TABLE,
+    IFA_ADDRESS,
+    IFA_FLAGS,
+    IFA_LABEL,
+    IFA_LOCAL,
+    IFLA_ADDRESS,
+    IFLA_IFNAME,
+    RTA_DST,
+    RTA_GATEWAY,
+    RTA_OIF,
+    RTA_TABLE,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_GETRULE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    RTM_NEWRULE,
+    DumpReader,
+    NetlinkSocket,
+    route_socket,
+)
 from ocf_shim import Deadline, GenericError
 
 IFF_UP = 0x1
@@ -26,34 +50,8 @@ IFA_F_PERMANENT = 0x80  # no lifetime: configured, not learnt (DHCPv6, SLAAC)
 RT_SCOPE_LINK = 253
 RT_SCOPE_NOWHERE = 255
 _EXISTS = (errno.EEXIST,)
-# Netlink message types, flags and attributes (linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h)
-_NLMSG_ERROR, _NLMSG_DONE, _NLMSG_OVERRUN = 2, 3, 4
-_RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_GETADDR = 16, 18, 20, 22
-_NLM_F_REQUEST, _NLM_F_DUMP_INTR, _NLM_F_DUMP = 0x1, 0x10, 0x300
-_IFLA_ADDRESS, _IFLA_IFNAME = 1, 3
-_IFA_ADDRESS, _IFA_LOCAL, _IFA_LABEL = 1, 2, 3
-_IFA_FLAGS = 8  # the 32-bit flags (the header keeps only the low 8 bits)
-_RTM_NEWROUTE, _RTM_GETROUTE, _RTM_NEWRULE, _RTM_GETRULE = 24, 26, 32, 34
-_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_TABLE = 1, 4, 5, 15
-_FRA_SRC, _FRA_PRIORITY, _FRA_TABLE = 2, 6, 15
 _MISSING = (errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV)
-_DUMPS = {
-    _RTM_GETLINK: "links",
-    _RTM_GETADDR: "addresses",
-    _RTM_GETROUTE: "routes",
-    _RTM_GETRULE: "policy rules",
-}
-_RECV_TIMEOUT = 5.0  # the kernel answers at once; never hang an action on it
-_RECV_BUFFER = 1 << 16  # the kernel fills at most 32 KiB per datagram of a dump
-# Reads of a table that changed while it was read (an interrupted dump, rule reads that disagree).
-# A read takes well under a millisecond on a node: only a storm of changes exhausts these.
-_READ_ATTEMPTS = 10
-# Past the deadline, the one read an action needs still waits this long for the kernel (inside
-# the deadline's margin: a monitor whose AWS check used up the time still decides from the OS);
-# only the retries stop.
-_LATE_WAIT = 0.2
 _ADDRESS_BYTES: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 16}
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -126,52 +124,7 @@ def _route_family(dst: Optional[str], gateway: Optional[str], family: Optional[i
     return _family(given) if given else socket.AF_INET
 
 
-def _messages(data: bytes, what: str) -> Iterator[tuple[int, int, int, bytes]]:
-    """(type, flags, sequence number, payload) of each message in one datagram."""
-    offset = 0
-    while offset < len(data):
-        length = struct.unpack_from("=I", data, offset)[0] if len(data) - offset >= 16 else 0
-        if length < 16 or offset + length > len(data):
-            raise GenericError(
-                f"malformed netlink answer listing the kernel's {what}: a truncated message "
-                f"at byte {offset} of {len(data)}"
-            )
-        _, kind, flags, seq, _ = struct.unpack_from("=IHHII", data, offset)
-        yield kind, flags, seq, data[offset + 16 : offset + length]
-        offset += (length + 3) & ~3
-
-
-def _status(payload: bytes, what: str) -> int:
-    """The error number an NLMSG_ERROR or NLMSG_DONE message carries (0: none)."""
-    if len(payload) < 4:
-        raise GenericError(f"malformed netlink answer listing the kernel's {what}: no status")
-    return abs(int(struct.unpack_from("=i", payload)[0]))
-
-
-class NetlinkSocket(Protocol):
-    """What the reader needs of a bound ``NETLINK_ROUTE`` socket (tests give a fake kernel)."""
-
-    def send(self, data: bytes, /) -> int: ...
-
-    def recvmsg(self, bufsize: int, /) -> tuple[bytes, list[Any], int, Any]: ...
-
-    def settimeout(self, value: Optional[float], /) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def route_socket() -> NetlinkSocket:
-    """A new ``NETLINK_ROUTE`` socket, bound."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-    try:
-        sock.bind((0, 0))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class Netlink:
+class Netlink(DumpReader):
     """The netlink side of one action (use as a context manager).
 
     Everything is read over a plain ``AF_NETLINK`` socket, so a monitor that only looks never
@@ -185,10 +138,7 @@ class Netlink:
         deadline: Optional[Deadline] = None,
         open_socket: Callable[[], NetlinkSocket] = route_socket,
     ) -> None:
-        self._deadline = deadline
-        self._open_socket = open_socket
-        self._sock: Optional[NetlinkSocket] = None
-        self._seq = 0
+        super().__init__(deadline, open_socket)
         self._iproute: Any = None
         self._error: type[Exception] = Exception
 
@@ -199,7 +149,7 @@ class Netlink:
         self.close()
 
     def close(self) -> None:
-        self._drop_socket()
+        super().close()
         if self._iproute is not None:
             self._iproute.close()
 
@@ -231,160 +181,18 @@ class Netlink:
             raise GenericError(f"could not {what}: {exc}") from None
         return True
 
-    # ------------------------------------------------------------------------- plain dumps
-
-    def _dump(self, msg_type: int, body: bytes) -> list[tuple[int, bytes]]:
-        """(type, payload) of every message of the kernel's answer to one dump request.
-
-        A dump the kernel flags ``NLM_F_DUMP_INTR`` (the table changed while it was read, e.g.
-        cloud-netconfig adding addresses) may miss or repeat entries: it is read again, a bounded
-        number of times, within the deadline.
-        """
-        what = _DUMPS[msg_type]
-        for attempt in range(_READ_ATTEMPTS):
-            if attempt:
-                self._check(what)
-            messages, interrupted = self._dump_once(msg_type, body, what)
-            if not interrupted:
-                return messages
-        raise GenericError(
-            f"the kernel's {what} kept changing while they were read "
-            f"({_READ_ATTEMPTS} dumps in a row were interrupted)"
-        )
-
-    def _settled(self, read: Callable[[], _T], what: str) -> _T:
-        """``read()`` again until two reads in a row agree, within the deadline.
-
-        For tables whose dumps the kernel never flags as interrupted (policy rules, routes),
-        though a change between two parts of a long dump can make it miss or repeat entries.
-        """
-        last = read()
-        for attempt in range(_READ_ATTEMPTS - 1):
-            if attempt:
-                self._check(what)  # a read after a disagreement
-            current = read()
-            if current == last:
-                return current
-            last = current
-        raise GenericError(
-            f"the kernel's {what} kept changing while they were read "
-            f"(no two of {_READ_ATTEMPTS} reads in a row agreed)"
-        )
-
-    def _dump_once(
-        self, msg_type: int, body: bytes, what: str
-    ) -> tuple[list[tuple[int, bytes]], bool]:
-        """One dump: its messages, and whether the kernel flagged it as interrupted.
-
-        A failure drops the socket: the kernel refuses (EBUSY) a new dump on a socket whose
-        last dump was not read to its end.
-        """
-        try:
-            return self._exchange(self._socket(), msg_type, body, what)
-        except GenericError:
-            self._drop_socket()
-            raise
-
-    def _socket(self) -> NetlinkSocket:
-        if self._sock is None:
-            try:
-                self._sock = self._open_socket()
-            except OSError as exc:
-                raise GenericError(f"could not open a netlink socket: {exc}") from None
-        return self._sock
-
-    def _drop_socket(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
-
-    def _check(self, what: str) -> None:
-        """Before a retry: only within the deadline."""
-        if self._deadline is not None:
-            self._deadline.check(f"reading the kernel's {what}")
-
-    def _timeout(self) -> float:
-        """How long to wait for the kernel's next answer: 5 s at most, and never past the
-        deadline by more than a moment."""
-        if self._deadline is None:
-            return _RECV_TIMEOUT
-        return min(_RECV_TIMEOUT, max(self._deadline.remaining(), _LATE_WAIT))
-
-    def _exchange(
-        self, sock: NetlinkSocket, msg_type: int, body: bytes, what: str
-    ) -> tuple[list[tuple[int, bytes]], bool]:
-        self._seq += 1
-        seq, flags = self._seq, _NLM_F_REQUEST | _NLM_F_DUMP
-        try:
-            sock.settimeout(self._timeout())
-            sock.send(struct.pack("=IHHII", 16 + len(body), msg_type, flags, seq, 0) + body)
-        except OSError as exc:
-            raise GenericError(f"could not ask the kernel for its {what}: {exc}") from None
-        messages: list[tuple[int, bytes]] = []
-        interrupted = False
-        while True:
-            for kind, msg_flags, msg_seq, payload in _messages(self._recv(sock, what), what):
-                if msg_seq != seq:
-                    continue  # a late answer to an earlier request
-                interrupted = interrupted or bool(msg_flags & _NLM_F_DUMP_INTR)
-                if kind in (_NLMSG_ERROR, _NLMSG_DONE):
-                    code = _status(payload, what)
-                    if code:
-                        raise GenericError(
-                            f"the kernel could not list its {what}: {os.strerror(code)}"
-                        )
-                    if kind == _NLMSG_DONE:
-                        return messages, interrupted
-                elif kind == _NLMSG_OVERRUN:
-                    raise GenericError(f"the kernel's answer listing its {what} overran")
-                else:
-                    messages.append((kind, payload))
-
-    def _recv(self, sock: NetlinkSocket, what: str) -> bytes:
-        timeout = self._timeout()
-        try:
-            sock.settimeout(timeout)
-            data, _, msg_flags, _ = sock.recvmsg(_RECV_BUFFER)
-        except socket.timeout:
-            if self._deadline is not None and self._deadline.expired():
-                raise self._deadline.timeout_error(f"reading the kernel's {what}") from None
-            raise GenericError(
-                f"the kernel did not answer within {timeout:.1f}s while listing its {what}"
-            ) from None
-        except OSError as exc:
-            raise GenericError(f"could not read the kernel's {what}: {exc}") from None
-        if msg_flags & socket.MSG_TRUNC:
-            raise GenericError(
-                f"a netlink answer listing the kernel's {what} was longer than {_RECV_BUFFER} bytes"
-            )
-        if not data:
-            raise GenericError(f"an empty netlink answer while listing the kernel's {what}")
-        return data
-
-    @staticmethod
-    def _attrs(payload: bytes, start: int) -> dict[int, bytes]:
-        attrs: dict[int, bytes] = {}
-        offset = start
-        while offset + 4 <= len(payload):
-            length, kind = struct.unpack_from("=HH", payload, offset)
-            if length < 4 or offset + length > len(payload):
-                raise GenericError("malformed netlink answer: a truncated attribute")
-            attrs.setdefault(kind & 0x3FFF, payload[offset + 4 : offset + length])
-            offset += (length + 3) & ~3
-        return attrs
-
     # ------------------------------------------------------------------------- links
 
     def links(self) -> list[Link]:
         result = []
         body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
-        for kind, payload in self._dump(_RTM_GETLINK, body):
-            if kind != _RTM_NEWLINK or len(payload) < 16:
+        for kind, payload in self._dump(RTM_GETLINK, body):
+            if kind != RTM_NEWLINK or len(payload) < 16:
                 continue
             _, _, index, flags, _ = struct.unpack_from("=BxHiII", payload)
             attrs = self._attrs(payload, 16)
-            name = attrs.get(_IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(errors="replace")
-            mac = ":".join(f"{b:02x}" for b in attrs.get(_IFLA_ADDRESS, b""))
+            name = attrs.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(errors="replace")
+            mac = ":".join(f"{b:02x}" for b in attrs.get(IFLA_ADDRESS, b""))
             result.append(Link(index=index, name=name, mac=mac, up=bool(flags & IFF_UP)))
         return result
 
@@ -414,18 +222,18 @@ class Netlink:
     def addresses(self, index: Optional[int] = None) -> list[Addr]:
         result = []
         body = struct.pack("=BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0)
-        for kind, payload in self._dump(_RTM_GETADDR, body):
-            if kind != _RTM_NEWADDR or len(payload) < 8:
+        for kind, payload in self._dump(RTM_GETADDR, body):
+            if kind != RTM_NEWADDR or len(payload) < 8:
                 continue
             family, prefixlen, hdr_flags, _, msg_index = struct.unpack_from("=BBBBI", payload)
             if index is not None and msg_index != index:
                 continue
             attrs = self._attrs(payload, 8)
-            flags = _u32(attrs.get(_IFA_FLAGS)) if _IFA_FLAGS in attrs else hdr_flags
-            raw = attrs.get(_IFA_LOCAL) or attrs.get(_IFA_ADDRESS)
+            flags = _u32(attrs.get(IFA_FLAGS)) if IFA_FLAGS in attrs else hdr_flags
+            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
             if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
                 continue
-            label = attrs.get(_IFA_LABEL)
+            label = attrs.get(IFA_LABEL)
             result.append(
                 Addr(
                     ip=_ip(family, raw),
@@ -477,18 +285,18 @@ class Netlink:
         result = []
         for family in (socket.AF_INET, socket.AF_INET6):
             body = struct.pack("=BBBBBBBBI", family, 0, 0, 0, 0, 0, 0, 0, 0)
-            for kind, payload in self._dump(_RTM_GETRULE, body):
-                if kind != _RTM_NEWRULE or len(payload) < 12:
+            for kind, payload in self._dump(RTM_GETRULE, body):
+                if kind != RTM_NEWRULE or len(payload) < 12:
                     continue
                 msg_family, _, src_len, _, hdr_table = struct.unpack_from("=BBBBB", payload)
                 attrs = self._attrs(payload, 12)
-                msg_table = _u32(attrs.get(_FRA_TABLE)) or hdr_table
+                msg_table = _u32(attrs.get(FRA_TABLE)) or hdr_table
                 if table is not None and msg_table != table:
                     continue
-                src = attrs.get(_FRA_SRC)
+                src = attrs.get(FRA_SRC)
                 result.append(
                     Rule(
-                        priority=_u32(attrs.get(_FRA_PRIORITY)),
+                        priority=_u32(attrs.get(FRA_PRIORITY)),
                         table=msg_table,
                         src=f"{_ip(msg_family, src)}/{src_len}" if src else None,
                         family=msg_family,
@@ -530,17 +338,17 @@ class Netlink:
         result = []
         for family in (socket.AF_INET, socket.AF_INET6):
             body = struct.pack("=BBBBBBBBI", family, 0, 0, 0, 0, 0, 0, 0, 0)
-            for kind, payload in self._dump(_RTM_GETROUTE, body):
-                if kind != _RTM_NEWROUTE or len(payload) < 12:
+            for kind, payload in self._dump(RTM_GETROUTE, body):
+                if kind != RTM_NEWROUTE or len(payload) < 12:
                     continue
                 msg_family, dst_len, _, _, hdr_table = struct.unpack_from("=BBBBB", payload)
                 attrs = self._attrs(payload, 12)
-                if (_u32(attrs.get(_RTA_TABLE)) or hdr_table) != table:
+                if (_u32(attrs.get(RTA_TABLE)) or hdr_table) != table:
                     continue
                 dst, gateway, oif = (
-                    attrs.get(_RTA_DST),
-                    attrs.get(_RTA_GATEWAY),
-                    attrs.get(_RTA_OIF),
+                    attrs.get(RTA_DST),
+                    attrs.get(RTA_GATEWAY),
+                    attrs.get(RTA_OIF),
                 )
                 result.append(
                     RouteEntry(

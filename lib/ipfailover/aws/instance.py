@@ -6,10 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from ipfailover.aws.imds import Imds, ImdsNotFound
+from ipfailover.config.syntax import is_region
 from ocf_shim import ArgsError, GenericError
-
-from .imds import Imds, ImdsNotFound
-from .params import is_region
 
 _ID_RE = re.compile(r"^(i|eni|vpc|subnet)-[0-9a-f]{8,17}$")
 

@@ -7,29 +7,24 @@ live in :mod:`ipfailover.secip`, imported when one runs.
 
 from __future__ import annotations
 
-from ocf_shim import Agent, ConfigError, Parameter
-
-from .params import (
+from ipfailover.config.params import (
     AWS_PARAMETERS,
     MONITOR_API_PARAMETER,
     HasAddress,
-    address_version,
     flag,
     parse_aws_settings,
-    parse_id,
-    parse_interface,
-    parse_ip,
-    quote,
     standard_actions,
     standard_handlers,
 )
+from ipfailover.config.syntax import address_version, parse_id, parse_interface, parse_ip, quote
+from ocf_shim import Agent, ConfigError, Parameter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Optional
 
-    from .params import AwsSettings, Value
+    from ipfailover.config.params import AwsSettings, Value
 
 NAME = "aws-secip"
 
@@ -192,7 +187,7 @@ AGENT = Agent(
     longdesc=LONGDESC,
     parameters=PARAMETERS,
     actions=standard_actions(start=30, stop=30, monitor=20, interval=10),
-    handlers=standard_handlers("ipfailover.secip"),
+    handlers=standard_handlers("ipfailover.secip.actions"),
     logger="ipfailover",
     config=parse_config,
 )

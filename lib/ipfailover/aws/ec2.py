@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .aws import Api
+from ipfailover.aws.client import Api
 
 
 def destination_key(cidr: str) -> str:

@@ -7,30 +7,31 @@ live in :mod:`ipfailover.overlayip`, imported when one runs.
 
 from __future__ import annotations
 
-from ocf_shim import Agent, ConfigError, Parameter
-
-from .params import (
+from ipfailover.config.params import (
     AWS_PARAMETERS,
     MONITOR_API_PARAMETER,
     HasAddress,
     flag,
     parse_aws_settings,
+    standard_actions,
+    standard_handlers,
+)
+from ipfailover.config.syntax import (
     parse_choice,
     parse_id_list,
     parse_interface,
     parse_ip,
     parse_tag,
     quote,
-    standard_actions,
-    standard_handlers,
 )
+from ocf_shim import Agent, ConfigError, Parameter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Optional
 
-    from .params import AwsSettings, Value
+    from ipfailover.config.params import AwsSettings, Value
 
 NAME = "aws-overlayip"
 SDC_CHOICES = ("verify", "disable", "ignore")
@@ -191,7 +192,7 @@ AGENT = Agent(
     longdesc=LONGDESC,
     parameters=PARAMETERS,
     actions=standard_actions(start=30, stop=20, monitor=20, interval=10),
-    handlers=standard_handlers("ipfailover.overlayip"),
+    handlers=standard_handlers("ipfailover.overlayip.actions"),
     logger="ipfailover",
     config=parse_config,
 )

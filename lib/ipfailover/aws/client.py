@@ -28,51 +28,41 @@ and never include credentials (botocore's messages name providers and variables,
 
 from __future__ import annotations
 
-import http.client
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional
 
+from ipfailover import __version__
+from ipfailover.aws.errors import (
+    NO_CREDENTIALS,
+    guarded,
+    is_transient,
+    map_client_error,
+    map_exception,
+    short,
+)
+from ipfailover.aws.retry import backoff, is_retryable
+from ipfailover.config.params import AwsSettings
 from ocf_shim import (
     ArgsError,
-    ConfigError,
     Deadline,
     GenericError,
     NotInstalledError,
-    OCFError,
-    PermError,
     get_log,
 )
-
-from . import __version__
-from .params import AwsSettings
-from .retry import PERMISSION_CODES, backoff, is_retryable
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
 
 log = get_log("ipfailover")
 
-# Errors of the AWS side that mean "this configuration cannot work": exit 6.
-_CONFIG_SUFFIXES = (".NotFound", ".Malformed")
-_CONFIG_CODES = frozenset(
-    {"InvalidParameterValue", "InvalidParameterCombination", "InvalidParameter", "MissingParameter"}
-)
+
 IMDS_HOST = "169.254.169.254"
 # The metadata service's addresses as NO_PROXY must name them: urllib compares the URL's netloc,
 # which keeps an IPv6 address in brackets (newer Pythons strip them: both forms are listed).
 IMDS_NO_PROXY = (IMDS_HOST, "[fd00:ec2::254]", "fd00:ec2::254")
-
-
-class AwsError(OCFError):
-    """An EC2 error that is not retryable; ``code`` is the AWS error code."""
-
-    def __init__(self, reason: str, rc: int, code: str, operation: str) -> None:
-        super().__init__(reason, rc)
-        self.code = code
-        self.operation = operation
 
 
 class Api:
@@ -114,7 +104,7 @@ class Api:
             try:
                 job()
             except Exception as exc:  # noqa: BLE001 - optional work: never the action's result
-                log.debug("deferred work failed: %s: %s", type(exc).__name__, _short(exc))
+                log.debug("deferred work failed: %s: %s", type(exc).__name__, short(exc))
 
     def call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         from botocore import exceptions as bex
@@ -147,7 +137,7 @@ class Api:
             except Exception as exc:  # noqa: BLE001 - the boundary: every exception is mapped
                 if not is_transient(exc):
                     raise map_exception(exc, f"EC2 {operation}") from None
-                last = f"{type(exc).__name__}: {_short(exc)}"
+                last = f"{type(exc).__name__}: {short(exc)}"
             delay = next(delays)
             if not self.deadline.allows(delay + max(0.2, self.attempt_time)):
                 raise GenericError(
@@ -172,154 +162,12 @@ class Api:
         raise GenericError(f"EC2 {operation} with DryRun=true made the change instead of checking")
 
 
-def map_client_error(operation: str, code: str, message: str) -> AwsError:
-    """The OCF meaning of a non-retryable EC2 error."""
-    detail = f"{code}: {message}" if message else code
-    if code in PERMISSION_CODES:
-        return AwsError(
-            f"EC2 {operation} was denied ({detail}); allow ec2:{operation} in the IAM policy of "
-            "the instance role",
-            4,
-            code,
-            operation,
-        )
-    if code.endswith(_CONFIG_SUFFIXES) or code in _CONFIG_CODES:
-        return AwsError(f"EC2 {operation} failed: {detail}", 6, code, operation)
-    return AwsError(f"EC2 {operation} failed: {detail}", 1, code, operation)
-
-
 def client_timeouts(deadline: Deadline) -> tuple[float, float]:
     """Connect and read timeouts that leave room for retries inside the remaining budget."""
     remaining = deadline.remaining()
     connect = min(2.0, max(0.2, remaining / 6))
     read = min(10.0, max(0.5, remaining / 3))
     return connect, read
-
-
-NO_CREDENTIALS = (
-    "no AWS credentials found: attach an IAM instance profile to the instance, or set the "
-    "profile or role_arn parameter"
-)
-# Files of this node whose failure to open is this node's problem (exit 2): a missing or
-# non-executable credential_process program, a configuration file that is a directory...
-_LOCAL_FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-
-
-def _families() -> tuple[tuple[type[BaseException], ...], ...]:
-    """botocore's exception classes by OCF family: this node's set-up (2), software (5),
-    values (6), permissions (4).
-
-    Looked up by name, since the classes differ between the oldest supported botocore and the
-    newest (``LoginError`` is recent); a missing name is skipped.
-    """
-    from botocore import exceptions as bex
-
-    def some(*names: str) -> tuple[type[BaseException], ...]:
-        found = (getattr(bex, name, None) for name in names)
-        return tuple(cls for cls in found if isinstance(cls, type))
-
-    node = some(
-        "ProfileNotFound",
-        "PartialCredentialsError",
-        "ConfigNotFound",
-        "ConfigParseError",
-        "InvalidConfigError",  # and InfiniteLoopConfigError: a profile's chain of roles
-        "UnknownCredentialError",
-        "UnknownTokenProviderError",
-        "RefreshWithMFAUnsupportedError",
-        "SSOTokenLoadError",  # "run aws sso login": a person's action on this node
-        "UnauthorizedSSOTokenError",
-        "LoginRefreshRequired",
-        "LoginTokenLoadError",
-        "InvalidDefaultsMode",
-        "InvalidIMDSEndpointError",
-        "InvalidIMDSEndpointModeError",
-        "InvalidRetryConfigurationError",
-        "InvalidSTSRegionalEndpointsConfigError",
-        "InvalidEndpointDiscoveryConfigurationError",
-        "InvalidChecksumConfigError",
-        "InvalidProxiesConfigError",
-        "InvalidS3AddressingStyleError",
-        "InvalidS3UsEast1RegionalEndpointConfigError",
-    )
-    software = some(
-        "DataNotFoundError",  # and UnknownServiceError
-        "ApiVersionNotFoundError",
-        "MissingDependencyException",
-        "UnsupportedServiceProtocolsError",
-    )
-    values = some("ParamValidationError", "ValidationError")
-    denied = some("LoginInsufficientPermissions")
-    return node, software, values, denied
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for network and TLS trouble: the same request may succeed on a later attempt."""
-    from botocore import exceptions as bex
-
-    if isinstance(exc, (bex.HTTPClientError, bex.ConnectionError, bex.IncompleteReadError)):
-        return True
-    if isinstance(exc, (OCFError, bex.BotoCoreError, *_LOCAL_FILE_ERRORS)):
-        return False
-    return isinstance(exc, (OSError, http.client.HTTPException))
-
-
-def map_exception(exc: BaseException, doing: str, local_files: bool = False) -> OCFError:
-    """The OCF error for any exception raised while ``doing`` something with botocore.
-
-    ``local_files``: the step reads this node's files or runs its programs (configuration,
-    credentials), so a missing or unreadable one is this node's problem (2).
-    """
-    if isinstance(exc, OCFError):
-        return exc
-    from botocore import exceptions as bex
-
-    name = type(exc).__name__
-    detail = f"{name}: {_short(exc)}".rstrip(": ")
-    if isinstance(exc, bex.ClientError):
-        body = exc.response.get("Error", {})
-        operation = str(getattr(exc, "operation_name", "") or doing)
-        return map_client_error(
-            operation, str(body.get("Code", name)), str(body.get("Message", "")).strip()
-        )
-    node, software, values, denied = _families()
-    rules: tuple[tuple[tuple[type[BaseException], ...], Callable[[], OCFError]], ...] = (
-        ((bex.NoCredentialsError,), lambda: GenericError(NO_CREDENTIALS)),
-        (denied, lambda: PermError(f"{doing} was denied ({detail})")),
-        (
-            node + (_LOCAL_FILE_ERRORS if local_files else ()),
-            lambda: ArgsError(
-                f"{doing} failed: this node's AWS configuration cannot be used ({detail})"
-            ),
-        ),
-        (
-            software,
-            lambda: NotInstalledError(
-                f"{doing} failed: botocore or its data is missing or too old ({detail})"
-            ),
-        ),
-        (values, lambda: ConfigError(f"{doing} rejected the request: {detail}")),
-    )
-    for classes, make in rules:
-        if isinstance(exc, classes):
-            return make()
-    return GenericError(f"{doing} failed: {detail}")
-
-
-def _short(exc: BaseException) -> str:
-    """The exception's message, first line, cut short (a log line, never a dump)."""
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else ""
-
-
-T = TypeVar("T")
-
-
-def _guarded(doing: str, function: Callable[[], T], local_files: bool = False) -> T:
-    try:
-        return function()
-    except Exception as exc:  # noqa: BLE001 - the boundary: every exception is mapped
-        raise map_exception(exc, doing, local_files) from None
 
 
 def bypass_proxy_for_imds(environ: MutableMapping[str, str]) -> None:
@@ -398,27 +246,25 @@ def connect(
         from botocore.config import Config
     except ImportError as exc:
         raise NotInstalledError(f"botocore cannot be imported: {exc}") from None
-    from . import botomodel
+    from ipfailover.aws import botomodel
 
     reading = "reading this node's AWS configuration"
-    session = _guarded(reading, lambda: botocore.session.Session(profile=settings.profile))
-    profiles = _guarded(reading, lambda: list(session.available_profiles), local_files=True)
+    session = guarded(reading, lambda: botocore.session.Session(profile=settings.profile))
+    profiles = guarded(reading, lambda: list(session.available_profiles), local_files=True)
     if settings.profile is not None and settings.profile not in profiles:
         raise ArgsError(
             f"AWS profile {settings.profile!r} is not in this node's AWS configuration "
             "(AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, or ~/.aws of the user Pacemaker "
             "runs the agent as)"
         )
-    _guarded(reading, session.get_scoped_config, local_files=True)  # e.g. AWS_PROFILE unknown
-    configured_bundle = _guarded(reading, lambda: session.get_config_variable("ca_bundle"))
+    guarded(reading, session.get_scoped_config, local_files=True)  # e.g. AWS_PROFILE unknown
+    configured_bundle = guarded(reading, lambda: session.get_config_variable("ca_bundle"))
     if not settings.ca_bundle and configured_bundle:
         check_ca_bundle(str(configured_bundle), "ca_bundle of the AWS configuration")
-    credentials = _guarded("resolving AWS credentials", session.get_credentials, local_files=True)
+    credentials = guarded("resolving AWS credentials", session.get_credentials, local_files=True)
     if credentials is None:
         raise GenericError(NO_CREDENTIALS)
-    trimmed = _guarded(
-        "loading the trimmed EC2 model", lambda: botomodel.attach(session, cache_dir)
-    )
+    trimmed = guarded("loading the trimmed EC2 model", lambda: botomodel.attach(session, cache_dir))
     connect_timeout, read_timeout = client_timeouts(deadline)
     config = Config(
         region_name=region,
@@ -432,7 +278,7 @@ def connect(
     verify: Any = settings.ca_bundle if settings.ca_bundle else None
     if settings.role_arn:
         sts = Api(
-            _guarded(
+            guarded(
                 "creating the STS client",
                 lambda: session.create_client(
                     "sts",
@@ -471,21 +317,10 @@ def connect(
             raise map_exception(exc, "creating the EC2 client") from None
         # "Slower, never wrong": botocore's own model, whatever went wrong with ours.
         log.debug("the trimmed EC2 model %s cannot be used (%s)", trimmed, type(exc).__name__)
-        _guarded("creating the EC2 client", lambda: botomodel.detach(session))
+        guarded("creating the EC2 client", lambda: botomodel.detach(session))
         trimmed = None
-        client = _guarded("creating the EC2 client", ec2_client)
+        client = guarded("creating the EC2 client", ec2_client)
     api = Api(client, deadline, attempt_time=connect_timeout + read_timeout)
     if trimmed is None and cache_dir:
         api.deferred.append(lambda: botomodel.build(session, cache_dir))
     return api
-
-
-def error_code(exc: BaseException) -> Optional[str]:
-    """The AWS error code carried by an exception, if any."""
-    if isinstance(exc, AwsError):
-        return exc.code
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        return str(code) if code else None
-    return None

@@ -66,7 +66,8 @@ OPERATIONS = (
     "UnassignIpv6Addresses",
     "UnassignPrivateIpAddresses",
 )
-MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_models")
+# The package-level ipfailover/_models (where `make models` and the RPM build write them).
+MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_models")
 CACHE_SUBDIR = "ipfailover-models"  # under HA_RSCTMP
 # Which operations a model holds: part of its directory name.
 OPERATIONS_KEY = hashlib.sha256("\n".join(sorted(OPERATIONS)).encode()).hexdigest()[:10]

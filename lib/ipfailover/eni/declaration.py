@@ -7,26 +7,25 @@ live in :mod:`ipfailover.eni`, imported when one runs.
 
 from __future__ import annotations
 
-from ocf_shim import Agent, ConfigError, Parameter
-
-from .params import (
+from ipfailover.config.params import (
     AWS_PARAMETERS,
     MONITOR_API_PARAMETER,
     flag,
     integer,
     parse_aws_settings,
-    parse_id,
     parse_ipv6_gateway,
     standard_actions,
     standard_handlers,
 )
+from ipfailover.config.syntax import parse_id
+from ocf_shim import Agent, ConfigError, Parameter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Optional
 
-    from .params import AwsSettings, Value
+    from ipfailover.config.params import AwsSettings, Value
 
 NAME = "aws-eni"
 
@@ -218,7 +217,7 @@ AGENT = Agent(
     longdesc=LONGDESC,
     parameters=PARAMETERS,
     actions=standard_actions(start=60, stop=60, monitor=20, interval=10),
-    handlers=standard_handlers("ipfailover.eni"),
+    handlers=standard_handlers("ipfailover.eni.actions"),
     logger="ipfailover",
     config=parse_config,
 )

@@ -22,9 +22,9 @@ import re
 from functools import lru_cache
 from typing import NamedTuple, Optional
 
+from ipfailover.config.params import AwsSettings
+from ipfailover.config.syntax import arn_partition, quote
 from ocf_shim import ConfigError, NotInstalledError
-
-from .params import AwsSettings, arn_partition, quote
 
 
 class Partition(NamedTuple):

@@ -14,15 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
+from ipfailover.overlayip.declaration import Config
+from ipfailover.runtime import Runtime, aws_check, run_parallel
 from ocf_shim import OCF, ConfigError, Context, GenericError, OCFError, get_log
 
-from .overlayip_agent import Config
-from .runtime import Runtime, run_parallel
-
 if TYPE_CHECKING:
-    from .aws import Api
-    from .ec2 import RouteTable
-    from .params import IPAddress
+    from ipfailover.aws.client import Api
+    from ipfailover.aws.ec2 import RouteTable
+    from ipfailover.config.params import IPAddress
 
 log = get_log("ipfailover")
 
@@ -106,7 +105,8 @@ def overlaps_vpc(ip: IPAddress, vpc_cidrs: Sequence[str]) -> Optional[str]:
 
 def _find_tables(api: Api, cfg: Config, vpc_id: str) -> list[RouteTable]:
     """The managed tables, in one DescribeRouteTables call (by id, by tag, or both)."""
-    from . import ec2
+    from ipfailover.aws import ec2
+    from ipfailover.aws.errors import is_not_found
 
     if cfg.table_ids and cfg.table_tag:
         # One call for both: ask for the VPC's tables and pick ids and tagged ones locally.
@@ -120,7 +120,7 @@ def _find_tables(api: Api, cfg: Config, vpc_id: str) -> list[RouteTable]:
         try:
             tables = ec2.describe_route_tables(api, table_ids=cfg.table_ids)
         except OCFError as exc:
-            if "NotFound" in str(getattr(exc, "code", "")):
+            if is_not_found(exc):
                 raise ConfigError(
                     f"route table(s) not found: {exc.reason}; check routing_table"
                 ) from None
@@ -145,8 +145,8 @@ def _find_tables(api: Api, cfg: Config, vpc_id: str) -> list[RouteTable]:
 
 def _apply(api: Api, cfg: Config, eni_id: str, change: RouteChange) -> None:
     """Make one table route the address to us, tolerating a race with another node."""
-    from . import ec2
-    from .aws import error_code
+    from ipfailover.aws import ec2
+    from ipfailover.aws.errors import INVALID_PARAMETER_VALUE, ROUTE_ALREADY_EXISTS, error_code
 
     kind = change.kind
     for _ in range(2):
@@ -157,10 +157,10 @@ def _apply(api: Api, cfg: Config, eni_id: str, change: RouteChange) -> None:
                 ec2.replace_route(api, change.table_id, cfg.cidr, eni_id)
         except OCFError as exc:
             code = error_code(exc)
-            if kind == "create" and code == "RouteAlreadyExists":
+            if kind == "create" and code == ROUTE_ALREADY_EXISTS:
                 kind = "replace"  # someone created it since we looked
                 continue
-            if kind == "replace" and code == "InvalidParameterValue" and cfg.create_route:
+            if kind == "replace" and code == INVALID_PARAMETER_VALUE and cfg.create_route:
                 kind = "create"  # someone deleted it since we looked
                 continue
             raise
@@ -177,7 +177,7 @@ def _apply(api: Api, cfg: Config, eni_id: str, change: RouteChange) -> None:
 
 
 def _check_source_dest(api: Api, cfg: Config, eni_id: str, dry_run: bool) -> None:
-    from . import ec2
+    from ipfailover.aws import ec2
 
     if cfg.source_dest_check == "ignore":
         return
@@ -198,15 +198,15 @@ def _check_source_dest(api: Api, cfg: Config, eni_id: str, dry_run: bool) -> Non
 
 def start(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
-    from . import node
+    from ipfailover.aws import instance
 
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.require_link(cfg.interface)
-        facts = node.interface_facts(rt.imds, link.mac)
+        facts = instance.interface_facts(rt.imds, link.mac)
         blocks = facts.vpc_cidrs
         if cfg.ip.version == 6 and not any(":" in block for block in blocks):
             # IMDS lists the VPC's IPv6 blocks only to an ENI that has an IPv6 address.
-            from . import ec2
+            from ipfailover.aws import ec2
 
             blocks = ec2.describe_vpc(rt.api(), facts.vpc_id).cidrs
         inside = overlaps_vpc(cfg.ip, blocks)
@@ -305,8 +305,8 @@ def stop(ctx: Context) -> int:
 
 def monitor(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
-    from . import ec2, node
-    from .aws import error_code
+    from ipfailover.aws import ec2, instance
+    from ipfailover.aws.errors import is_not_found
 
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.netlink.link_by_name(cfg.interface)
@@ -319,25 +319,31 @@ def monitor(ctx: Context) -> int:
             return OCF.NOT_RUNNING
         if not cfg.monitor_api:
             return OCF.SUCCESS
-        try:
-            eni_id = node.eni_id_of_mac(rt.imds, link.mac)
+        mac = link.mac
+
+        def look() -> tuple[str, list[RouteTable]]:
+            eni_id = instance.eni_id_of_mac(rt.imds, mac)
             api = rt.api()
             if cfg.table_ids and not cfg.table_tag:
-                tables = ec2.describe_route_tables(api, table_ids=cfg.table_ids)
-            else:
-                tables = _find_tables(api, cfg, node.interface_facts(rt.imds, link.mac).vpc_id)
-        except OCFError as exc:
-            if str(error_code(exc)).endswith(".NotFound") or exc.rc == OCF.ERR_CONFIGURED:
-                raise GenericError(
-                    f"the managed route tables cannot be read: {exc.reason}"
-                ) from None
-            log.warning(
-                "%s is configured on %s, but the AWS check could not complete: %s",
-                cfg.ip,
-                cfg.interface,
-                exc.reason,
-            )
+                return eni_id, ec2.describe_route_tables(api, table_ids=cfg.table_ids)
+            return eni_id, _find_tables(api, cfg, instance.interface_facts(rt.imds, mac).vpc_id)
+
+        def gone(exc: OCFError) -> Optional[str]:
+            if is_not_found(exc) or exc.rc == OCF.ERR_CONFIGURED:
+                return f"the managed route tables cannot be read: {exc.reason}"
+            return None
+
+        checked = aws_check(
+            look,
+            gone,
+            lambda reason: (
+                f"{cfg.ip} is configured on {cfg.interface}, but the AWS check "
+                f"could not complete: {reason}"
+            ),
+        )
+        if checked is None:
             return OCF.SUCCESS
+        eni_id, tables = checked
     missing = missing_tables(cfg.table_ids, tables)
     if missing:
         raise GenericError(f"route table(s) {', '.join(missing)} no longer exist")
@@ -350,11 +356,11 @@ def monitor(ctx: Context) -> int:
 
 def validate(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
-    from . import ec2, node
+    from ipfailover.aws import ec2, instance
 
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.require_link(cfg.interface)
-        facts = node.interface_facts(rt.imds, link.mac)
+        facts = instance.interface_facts(rt.imds, link.mac)
         api = rt.api()
         vpc = ec2.describe_vpc(api, facts.vpc_id)
         inside = overlaps_vpc(cfg.ip, vpc.cidrs)

@@ -1,0 +1,268 @@
+"""Parameter declarations shared by the agents: the AWS settings, integers and flags, the
+standard actions and handlers (the validators of single values are in :mod:`.syntax`).
+
+Validators raise :class:`ocf_shim.ConfigError` (exit 6) with a reason that names the parameter
+and says what a good value looks like. Hostile values are quoted with ``repr`` and cut short,
+so nothing a user typed can forge log lines or exit reasons.
+"""
+
+from __future__ import annotations
+
+from ipfailover.config.syntax import (
+    PATH_MAX,
+    address_text,
+    address_version,
+    ip_object,
+    is_integer_text,
+    is_mapped,
+    is_region,
+    is_role_arn,
+    name_bytes,
+    parse_address,
+    parse_proxy_url,
+    parse_url,
+    quote,
+)
+from ocf_shim import ActionSpec, ConfigError, Parameter, lazy_handler
+
+# No dataclasses or typing at run time: the syntax check imports this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Mapping
+    from typing import Optional, Union
+
+    from ocf_shim import Handler
+
+    IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+    Value = Union[str, int, bool, None]
+
+
+class HasAddress:
+    """A configuration whose service address is ``ip_text`` (canonical text): ``ip`` is its
+    ipaddress object, made when an action uses it (a syntax check does not)."""
+
+    __slots__ = ()
+    ip_text: str
+
+    @property
+    def ip(self) -> IPAddress:
+        return ip_object(self.ip_text)
+
+    @property
+    def version(self) -> int:
+        return address_version(self.ip_text)
+
+
+def parse_ipv6_gateway(value: Value) -> Optional[str]:
+    """A unicast IPv6 router address (link-local allowed, no zone), as its canonical text."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    # No "%zone": the link is the ENI's, whatever it is called.
+    address = parse_address(text) if "%" not in text else None
+    # An IPv4-mapped address is none of these (as before Python 3.13).
+    plain = address is not None and not is_mapped(address)
+    if (
+        address is None
+        or address.version != 6
+        or (plain and (address.is_multicast or address.is_unspecified or address.is_loopback))
+    ):
+        raise ConfigError(
+            f"parameter 'ipv6_gateway': {quote(value)} is not a unicast IPv6 address "
+            "(e.g. the router's link-local fe80::... address)"
+        )
+    return address_text(address)
+
+
+def integer(params: Mapping[str, Value], name: str) -> Optional[int]:
+    """An integer parameter, or None when unset (the shim converts them; text is checked too)."""
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"parameter {name!r} must be an integer, got {quote(value)}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if not is_integer_text(text):
+        raise ConfigError(f"parameter {name!r} must be an integer, got {quote(value)}")
+    return int(text)
+
+
+def flag(params: Mapping[str, Value], name: str, default: bool) -> bool:
+    """A boolean parameter (the shim converts them; text is parsed the way Pacemaker does)."""
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    from ocf_shim import parse_bool
+
+    try:
+        return parse_bool(str(value))
+    except ValueError:
+        raise ConfigError(f"parameter {name!r} must be a boolean, got {quote(value)}") from None
+
+
+class AwsSettings:
+    """How to reach EC2: all optional; the defaults are what an EC2 instance with a role needs."""
+
+    __slots__ = (
+        "ca_bundle",
+        "endpoint_url",
+        "profile",
+        "proxy",
+        "region",
+        "role_arn",
+        "sts_endpoint_url",
+    )
+
+    def __init__(
+        self,
+        *,
+        region: Optional[str] = None,
+        profile: Optional[str] = None,
+        role_arn: Optional[str] = None,
+        endpoint_url: Optional[str] = None,
+        sts_endpoint_url: Optional[str] = None,
+        proxy: Optional[str] = None,
+        ca_bundle: Optional[str] = None,
+    ) -> None:
+        self.region = region
+        self.profile = profile
+        self.role_arn = role_arn
+        self.endpoint_url = endpoint_url
+        self.sts_endpoint_url = sts_endpoint_url
+        self.proxy = proxy
+        self.ca_bundle = ca_bundle
+
+
+def _text(params: Mapping[str, Value], name: str) -> Optional[str]:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def parse_aws_settings(params: Mapping[str, Value]) -> AwsSettings:
+    region = _text(params, "region")
+    if region is not None and not is_region(region):
+        raise ConfigError(f"parameter 'region': {quote(region)} is not an AWS region name")
+    profile = _text(params, "profile")
+    # botocore takes any section name of the AWS config files (shlex-quoted after "profile");
+    # whether it is there is a fact of this node (checked when the session is made).
+    if profile is not None and not (profile.strip() == profile and profile.isprintable()):
+        raise ConfigError(
+            f"parameter 'profile': {quote(profile)} is not a profile name (no blanks around it)"
+        )
+    role_arn = _text(params, "role_arn")
+    if role_arn is not None and not is_role_arn(role_arn):
+        raise ConfigError(
+            f"parameter 'role_arn': {quote(role_arn)} is not an IAM role ARN "
+            "(arn:aws:iam::<account>:role/<name>)"
+        )
+    endpoint = _text(params, "endpoint_url")
+    sts_endpoint = _text(params, "sts_endpoint_url")
+    proxy = _text(params, "proxy")
+    ca_bundle = _text(params, "ca_bundle")
+    # Any absolute path the kernel takes; whether the file is there and readable is a fact of
+    # this node (checked when the client is made).
+    if ca_bundle is not None and not (
+        ca_bundle.startswith("/")
+        and len(name_bytes(ca_bundle)) < PATH_MAX
+        and ca_bundle.isprintable()
+    ):
+        raise ConfigError(f"parameter 'ca_bundle': {quote(ca_bundle)} is not an absolute path")
+    return AwsSettings(
+        region=region,
+        profile=profile,
+        role_arn=role_arn,
+        endpoint_url=parse_url("endpoint_url", endpoint) if endpoint else None,
+        sts_endpoint_url=parse_url("sts_endpoint_url", sts_endpoint) if sts_endpoint else None,
+        proxy=parse_proxy_url("proxy", proxy) if proxy else None,
+        ca_bundle=ca_bundle,
+    )
+
+
+AWS_PARAMETERS = (
+    Parameter(
+        "region",
+        "AWS region",
+        "The AWS region of the instance, e.g. eu-central-1. When unset, the agent reads it from "
+        "the instance metadata service. The partition (aws, aws-cn, aws-us-gov, aws-eusc...) "
+        "and the endpoints come from the installed botocore; for a region it does not know "
+        "yet, set endpoint_url (and sts_endpoint_url with role_arn).",
+    ),
+    Parameter(
+        "profile",
+        "AWS CLI profile",
+        "Name of a profile in the AWS shared configuration files of the user Pacemaker runs the "
+        "agent as (root). When unset, the default credential chain is used: on EC2 that is the "
+        "instance profile (role) of the instance, which is the recommended set-up.",
+    ),
+    Parameter(
+        "role_arn",
+        "IAM role to assume",
+        "ARN of an IAM role that the agent assumes (sts:AssumeRole) with the credentials it "
+        "found, before calling EC2. Use it when the instance role itself must not hold the "
+        "permissions to move the address. It must be in the region's partition.",
+    ),
+    Parameter(
+        "endpoint_url",
+        "EC2 endpoint URL",
+        "URL of the EC2 API endpoint, for an interface VPC endpoint or a private site. When "
+        "unset, the regional public endpoint is used.",
+    ),
+    Parameter(
+        "sts_endpoint_url",
+        "STS endpoint URL",
+        "URL of the STS endpoint used with role_arn (for an STS interface VPC endpoint). When "
+        "unset, the regional STS endpoint is used.",
+    ),
+    Parameter(
+        "proxy",
+        "HTTPS proxy for the EC2 API",
+        "Proxy URL (http://host:port, or http://user:password@host:port for a proxy that "
+        "asks for Basic authentication; '@', ':' or '/' in the password as %40, %3A, %2F) for "
+        "the calls to the AWS APIs. The password is never logged. The instance metadata "
+        "service is never reached through it.",
+    ),
+    Parameter(
+        "ca_bundle",
+        "CA bundle",
+        "Path of a PEM file with the certificate authorities to trust for the AWS API "
+        "endpoints (a TLS-inspecting proxy, a private endpoint).",
+    ),
+)
+
+MONITOR_API_PARAMETER = Parameter(
+    "monitor_api",
+    "Check the AWS side in monitor",
+    "When true, every monitor also asks EC2 (one API call) whether AWS still sends the address "
+    "to this instance. When false, monitor only checks the operating system side. If the AWS "
+    "check cannot complete (API unreachable or throttled), monitor logs a warning and reports "
+    "the state of the operating system side instead of failing the resource.",
+    type="boolean",
+    default=True,
+)
+
+
+def standard_actions(
+    start: int, stop: int, monitor: int = 20, interval: int = 10
+) -> tuple[ActionSpec, ...]:
+    """The action list every agent advertises; no reload, no migration."""
+    return (
+        ActionSpec("start", timeout=start),
+        ActionSpec("stop", timeout=stop),
+        ActionSpec("monitor", timeout=monitor, interval=interval, depth=0),
+        ActionSpec("validate-all", timeout=20),
+        ActionSpec("meta-data", timeout=5),
+    )
+
+
+def standard_handlers(module: str) -> dict[str, Handler]:
+    """The handlers of the standard actions: the functions start, stop, monitor and validate of
+    ``module``, imported when an action runs (the declaration stays cheap to import)."""
+    functions = {"start": "start", "stop": "stop", "monitor": "monitor", "validate-all": "validate"}
+    return {action: lazy_handler(module, function) for action, function in functions.items()}

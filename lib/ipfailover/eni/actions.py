@@ -1,0 +1,292 @@
+"""aws-eni: a whole Elastic Network Interface moved to this instance, with policy routing.
+
+AWS side: the ENI is attached to this instance (detached from its previous holder first, forced
+only when ``force_detach`` allows it). OS side: the hot-plugged link with the ENI's MAC is up and
+carries the ENI's private addresses, and (``policy_routing``) a rule per ENI address sends
+traffic from it to a routing table of this resource that holds the subnet route and a default
+route via the subnet's router, so that replies leave through the ENI. Stop removes the OS side and
+detaches the ENI when, and only when, it is attached to this instance.
+
+Every wait polls ``DescribeNetworkInterfaces`` at short intervals inside the action's deadline.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Optional
+
+from ipfailover.eni.attachment import attached_here, holder
+from ipfailover.eni.aws_apply import (
+    EniNotFound,
+    bring_here,
+    check_movable,
+    check_zone,
+    describe,
+    primary_problem,
+    release,
+)
+from ipfailover.eni.declaration import Config
+from ipfailover.eni.os_apply import configure_os, observe, release_os
+from ipfailover.eni.os_plan import (
+    EniFacts,
+    eni_facts,
+    foreign_rules,
+    monitor_problems,
+    own_rules,
+    same_eni,
+    wanted_os,
+)
+from ipfailover.eni.record import (
+    any_record,
+    load_record,
+    record_names,
+    record_path,
+    remove_record,
+    save_record,
+    state_dir,
+)
+from ipfailover.runtime import Runtime, aws_check
+from ocf_shim import OCF, ArgsError, ConfigError, Context, GenericError, OCFError, get_log
+
+if TYPE_CHECKING:
+    from ipfailover.aws.client import Api
+    from ipfailover.aws.ec2 import Eni, Subnet
+    from ipfailover.host.netlink import Netlink
+
+log = get_log("ipfailover")
+
+
+# ----------------------------------------------------------------------------- pure decisions:
+# ----------------------------------------------------------------------------- the AWS side
+# ----------------------------------------------------------------------------- pure decisions:
+# ----------------------------------------------------------------------------- the OS side
+# ----------------------------------------------------------------------------- the record
+# What start configured, so that monitor (monitor_api=false, or EC2 unreachable) and stop (EC2
+# unreachable) know the ENI's MAC and addresses without asking EC2. Per ENI and instance, in the
+# resource agents' runtime directory (tmpfs: gone after a reboot, as the OS configuration is).
+
+# ----------------------------------------------------------------------------- effects: AWS
+# ----------------------------------------------------------------------------- effects: the OS
+# ----------------------------------------------------------------------------- handlers
+
+
+def start(ctx: Context) -> int:
+    cfg = ctx.config_as(Config)
+    from ipfailover.aws import ec2, instance
+
+    with Runtime(ctx, cfg.aws) as rt:
+        instance_id = instance.instance_id(rt.imds)
+        api = rt.api()
+        eni = describe(api, cfg.eni_id)
+        problem = primary_problem(eni)
+        if problem:
+            raise ConfigError(problem)
+        subnets: list[Subnet] = []
+        subnet_id = eni.subnet_id
+
+        def prepare() -> None:
+            """What start needs after the move; done while EC2 detaches or attaches."""
+            subnets.append(ec2.describe_subnet(api, subnet_id))
+            rt.netlink.prepare_changes()
+
+        if not attached_here(eni, instance_id):
+            check_zone(rt, eni)
+            eni = bring_here(ctx, api, cfg, instance_id, eni, while_waiting=prepare)
+        elif eni.attachment is not None and eni.attachment.device_index != cfg.device_index:
+            log.info(
+                "%s is attached here at device index %d (device_index=%d): left as it is",
+                eni.id,
+                eni.attachment.device_index,
+                cfg.device_index,
+            )
+        if not subnets or subnets[0].id != eni.subnet_id:
+            subnets[:] = [ec2.describe_subnet(api, eni.subnet_id)]
+        facts = eni_facts(eni, subnets[0].cidr, subnets[0].ipv6_cidrs)
+        wanted = wanted_os(facts, cfg.policy_routing, cfg.table, cfg.priority, cfg.ipv6_gateway)
+        # Recorded before the OS is changed: a start killed midway leaves what stop needs.
+        save_record(record_path(ctx.environ, cfg.eni_id, instance_id), facts, instance_id)
+        link = configure_os(ctx, rt.netlink, cfg, wanted)
+        log.info(
+            "%s is active on %s (%s) after %.1fs, %d API calls",
+            cfg.eni_id,
+            link.name,
+            ", ".join(facts.ips),
+            ctx.deadline.elapsed(),
+            rt.api_calls(),
+        )
+    return OCF.SUCCESS
+
+
+def stop(ctx: Context) -> int:
+    cfg = ctx.config_as(Config)
+    from ipfailover.aws import instance
+
+    with Runtime(ctx, cfg.aws) as rt:
+        instance_id = instance.instance_id(rt.imds)
+        path = record_path(ctx.environ, cfg.eni_id, instance_id)
+        record = load_record(path, cfg.eni_id)
+        # The OS side first, from what start recorded: it goes whatever EC2 says or does.
+        release_os(rt.netlink, cfg, record.mac if record else None, record.ips if record else ())
+        try:
+            eni: Optional[Eni] = describe(rt.api(), cfg.eni_id)
+        except EniNotFound:
+            log.warning("%s no longer exists: only the OS side was cleaned up", cfg.eni_id)
+            eni = None
+        except OCFError as exc:
+            # A missing permission stays exit 4 (DESIGN: permission errors map to 4).
+            raise OCFError(
+                f"{'removed' if record else 'without a record, left'} the OS configuration of "
+                f"{cfg.eni_id}, but cannot tell whether it is "
+                f"still attached here: {exc.reason}",
+                OCF.ERR_PERM if exc.rc == OCF.ERR_PERM else OCF.ERR_GENERIC,
+            ) from None
+        problem = primary_problem(eni) if eni is not None else None
+        if problem:
+            # Never configured by us (start refuses): its addresses and attachment stay.
+            log.warning("%s: left alone", problem)
+        elif eni is not None:
+            # Addresses EC2 knows and the record did not (no record, or the ENI changed).
+            release_os(rt.netlink, cfg, eni.mac, [*eni.private_ips, *eni.ipv6s])
+            who = holder(eni)
+            if who == instance_id:
+                release(ctx, rt.api(), cfg, instance_id, eni)
+            elif who is not None:
+                log.info("%s is attached to %s: left alone", cfg.eni_id, who)
+        remove_record(path)
+    return OCF.SUCCESS
+
+
+def _record_check(
+    ctx: Context, nl: Netlink, cfg: Config, record: Optional[EniFacts], damaged: bool = False
+) -> int:
+    """The OS-only check, from what start recorded (``damaged``: a record exists but could not
+    be used, so a start did run here: "not running" would be a guess)."""
+    if record is None:
+        if damaged:
+            raise GenericError(
+                f"cannot tell whether {cfg.eni_id} is running here: its record in "
+                f"{state_dir(ctx)} is unusable (see the warning) and EC2 cannot be asked"
+            )
+        if cfg.policy_routing and own_rules(nl.rules(), cfg.table, cfg.priority):
+            raise GenericError(
+                f"cannot tell whether {cfg.eni_id} is running here: rules of table {cfg.table} "
+                "exist but there is no record of a start on this node"
+            )
+        if not ctx.is_probe:
+            log.info("%s was not started on this node (no record)", cfg.eni_id)
+        return OCF.NOT_RUNNING
+    wanted = wanted_os(record, cfg.policy_routing, cfg.table, cfg.priority, cfg.ipv6_gateway)
+    problems = monitor_problems(wanted, observe(nl, record.mac, cfg.table))
+    if problems:
+        log.warning("%s is not working on this node: %s", cfg.eni_id, "; ".join(problems))
+        return OCF.NOT_RUNNING
+    return OCF.SUCCESS
+
+
+def monitor(ctx: Context) -> int:
+    cfg = ctx.config_as(Config)
+    from ipfailover.aws import ec2, instance
+    from ipfailover.aws.errors import ENI_NOT_FOUND, error_code
+
+    with Runtime(ctx, cfg.aws) as rt:
+        try:
+            instance_id = instance.instance_id(rt.imds)
+        except OCFError as exc:
+            # No metadata service, so no credentials either: like EC2 being unreachable, judge
+            # by the OS side (the record names the ENI's MAC and addresses).
+            log.warning(
+                "cannot learn this instance's id (%s): judging %s by the OS side only",
+                exc.reason,
+                cfg.eni_id,
+            )
+            record = any_record(ctx.environ, cfg.eni_id)
+            damaged = record is None and bool(record_names(ctx, cfg.eni_id))
+            return _record_check(ctx, rt.netlink, cfg, record, damaged)
+        path = record_path(ctx.environ, cfg.eni_id, instance_id)
+        record = load_record(path, cfg.eni_id)
+        damaged = record is None and os.path.lexists(path)
+        if not cfg.monitor_api:
+            return _record_check(ctx, rt.netlink, cfg, record, damaged)
+
+        def look() -> tuple[Api, Eni]:
+            api = rt.api()
+            return api, ec2.describe_eni(api, cfg.eni_id)
+
+        def gone(exc: OCFError) -> Optional[str]:
+            return f"{cfg.eni_id} no longer exists" if error_code(exc) == ENI_NOT_FOUND else None
+
+        checked = aws_check(
+            look,
+            gone,
+            lambda reason: (
+                f"the EC2 check of {cfg.eni_id} could not complete ({reason}): "
+                "judging by the OS side only"
+            ),
+        )
+        if checked is None:
+            return _record_check(ctx, rt.netlink, cfg, record, damaged)
+        api, eni = checked
+        problem = primary_problem(eni)
+        if problem:
+            raise ConfigError(problem)
+        if not attached_here(eni, instance_id):
+            if not ctx.is_probe:
+                att = eni.attachment
+                state = f"{att.status} to {att.instance_id}" if att else eni.status
+                log.warning("%s is not attached to this instance (%s)", cfg.eni_id, state)
+            return OCF.NOT_RUNNING
+        if record is not None and same_eni(record, eni):
+            facts = record
+        else:
+            # Attached here, but no (or an outdated) record: e.g. after a restart of the
+            # cluster stack. One more call, on this rare path only.
+            subnet = ec2.describe_subnet(api, eni.subnet_id)
+            facts = eni_facts(eni, subnet.cidr, subnet.ipv6_cidrs)
+        wanted = wanted_os(facts, cfg.policy_routing, cfg.table, cfg.priority, cfg.ipv6_gateway)
+        problems = monitor_problems(wanted, observe(rt.netlink, eni.mac, cfg.table))
+    if problems:
+        log.warning(
+            "%s is attached here but its OS configuration is incomplete (removed by another "
+            "program?): %s",
+            cfg.eni_id,
+            "; ".join(problems),
+        )
+        return OCF.NOT_RUNNING
+    return OCF.SUCCESS
+
+
+def validate(ctx: Context) -> int:
+    cfg = ctx.config_as(Config)
+    from ipfailover.aws import ec2, instance
+
+    with Runtime(ctx, cfg.aws) as rt:
+        instance_id = instance.instance_id(rt.imds)
+        api = rt.api()
+        eni = describe(api, cfg.eni_id)
+        check_movable(rt, eni)
+        taken = [
+            other.id
+            for other in ec2.describe_enis(api, filters={"attachment.instance-id": [instance_id]})
+            if other.id != eni.id
+            and other.attachment is not None
+            and other.attachment.device_index == cfg.device_index
+        ]
+        if taken:
+            raise ArgsError(
+                f"device index {cfg.device_index} of this instance is used by {taken[0]}: "
+                "choose another device_index"
+            )
+        if not attached_here(eni, instance_id):
+            ec2.attach_eni(api, cfg.eni_id, instance_id, cfg.device_index, dry_run=True)
+            who = holder(eni)
+            if who is not None and eni.attachment is not None:
+                ec2.detach_eni(api, eni.attachment.id, force=cfg.force_detach, dry_run=True)
+        foreign = foreign_rules(rt.netlink.rules(), cfg.table, cfg.priority)
+        if foreign:
+            rule = foreign[0]
+            raise ArgsError(
+                f"rule 'from {rule.src or 'all'} lookup {rule.table} priority {rule.priority}' "
+                f"collides with this resource's table {cfg.table} / priority {cfg.priority}: "
+                "choose another route_table_id and rule_priority"
+            )
+    return OCF.SUCCESS

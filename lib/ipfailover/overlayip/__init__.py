@@ -1,0 +1,1 @@
+"""aws-overlayip: its declaration (parameters, Config) and its actions."""

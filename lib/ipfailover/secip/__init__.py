@@ -1,0 +1,1 @@
+"""aws-secip: its declaration (parameters, Config), the pure plan and the actions."""
