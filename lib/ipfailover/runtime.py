@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from ipfailover.config.params import AwsSettings
-from ocf_shim import ArgsError, Context, GenericError, OCFError, get_log
+from ocf_shim import OCF, ArgsError, Context, GenericError, OCFError, get_log
 
 if TYPE_CHECKING:
     from ipfailover.aws.client import Api
@@ -94,25 +94,34 @@ class Runtime:
         return self._api.calls if self._api is not None else 0
 
 
+def cannot_be_read(exc: OCFError) -> bool:
+    """What a monitor's AWS check cannot make up for: the resource does not exist in EC2, or
+    the configuration cannot work there (exit 6 from EC2's answer)."""
+    from ipfailover.aws.errors import is_not_found
+
+    return is_not_found(exc) or exc.rc == OCF.ERR_CONFIGURED
+
+
 def aws_check(
-    check: Callable[[], T],
-    gone: Callable[[OCFError], Optional[str]],
-    unchecked: Callable[[str], str],
+    check: Callable[[], T], subject: str, gone: Callable[[OCFError], bool] = cannot_be_read
 ) -> Optional[T]:
     """The AWS side of a monitor, or None when it could not complete: the OS side decides.
 
-    ``gone(exc)`` gives the reason when the failure means that what is monitored no longer
+    ``subject`` names what the check reads. When ``gone(exc)``, what is monitored no longer
     exists (or cannot be read at all): an error (1) the OS side cannot make up for. Any other
-    failure (EC2 or the metadata service unreachable, throttled, denied) is logged as a
-    warning, ``unchecked(reason)``, and the monitor goes on from the OS side alone.
+    failure (EC2 or the metadata service unreachable, throttled, denied) is logged as a warning
+    and the monitor goes on from the OS side alone.
     """
     try:
         return check()
     except OCFError as exc:
-        reason = gone(exc)
-        if reason is not None:
-            raise GenericError(reason) from None
-        log.warning("%s", unchecked(exc.reason))
+        if gone(exc):
+            raise GenericError(f"{subject} cannot be read in EC2: {exc.reason}") from None
+        log.warning(
+            "the AWS check of %s could not complete (%s): the OS side decides",
+            subject,
+            exc.reason,
+        )
         return None
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Optional, TypeVar
+from typing import Optional, TypeVar
 
 from ipfailover.aws.retry import PERMISSION_CODES
 from ocf_shim import (
@@ -19,10 +19,6 @@ from ocf_shim import (
     OCFError,
     PermError,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 # Errors of the AWS side that mean "this configuration cannot work": exit 6.
 _CONFIG_SUFFIXES = (".NotFound", ".Malformed")

@@ -212,17 +212,7 @@ def monitor(ctx: Context) -> int:
             api = rt.api()
             return api, ec2.describe_eni(api, cfg.eni_id)
 
-        def gone(exc: OCFError) -> Optional[str]:
-            return f"{cfg.eni_id} no longer exists" if error_code(exc) == ENI_NOT_FOUND else None
-
-        checked = aws_check(
-            look,
-            gone,
-            lambda reason: (
-                f"the EC2 check of {cfg.eni_id} could not complete ({reason}): "
-                "judging by the OS side only"
-            ),
-        )
+        checked = aws_check(look, cfg.eni_id, lambda exc: error_code(exc) == ENI_NOT_FOUND)
         if checked is None:
             return _record_check(ctx, rt.netlink, cfg, record, damaged)
         api, eni = checked

@@ -1,8 +1,9 @@
 """aws-eni's declaration: parameters, their checks, and the agent.
 
-Cheap to import on purpose (no client, no ipaddress, no re): meta-data, usage and a syntax check
-(validate-all with OCF_CHECK_LEVEL=0, or bad input in any action) need nothing else. The actions
-live in :mod:`ipfailover.eni`, imported when one runs.
+Cheap to import on purpose (no client; ipaddress and re only once a value is checked): meta-data,
+usage and a syntax check (validate-all with OCF_CHECK_LEVEL=0, or bad input in any action) need
+nothing else. The actions
+live in :mod:`ipfailover.eni.actions`, imported when one runs.
 """
 
 from __future__ import annotations

@@ -306,7 +306,6 @@ def stop(ctx: Context) -> int:
 def monitor(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
     from ipfailover.aws import ec2, instance
-    from ipfailover.aws.errors import is_not_found
 
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.netlink.link_by_name(cfg.interface)
@@ -328,19 +327,7 @@ def monitor(ctx: Context) -> int:
                 return eni_id, ec2.describe_route_tables(api, table_ids=cfg.table_ids)
             return eni_id, _find_tables(api, cfg, instance.interface_facts(rt.imds, mac).vpc_id)
 
-        def gone(exc: OCFError) -> Optional[str]:
-            if is_not_found(exc) or exc.rc == OCF.ERR_CONFIGURED:
-                return f"the managed route tables cannot be read: {exc.reason}"
-            return None
-
-        checked = aws_check(
-            look,
-            gone,
-            lambda reason: (
-                f"{cfg.ip} is configured on {cfg.interface}, but the AWS check "
-                f"could not complete: {reason}"
-            ),
-        )
+        checked = aws_check(look, f"the route tables of {cfg.ip}")
         if checked is None:
             return OCF.SUCCESS
         eni_id, tables = checked

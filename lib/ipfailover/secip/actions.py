@@ -176,7 +176,6 @@ def stop(ctx: Context) -> int:
 def monitor(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
     from ipfailover.aws import instance
-    from ipfailover.aws.errors import is_not_found
 
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.netlink.link_by_name(cfg.interface)
@@ -193,19 +192,7 @@ def monitor(ctx: Context) -> int:
             def look() -> tuple[str, Holding]:
                 return instance.eni_id_of_mac(rt.imds, mac), describe_holding(rt.api(), cfg.ip)
 
-            def gone(exc: OCFError) -> Optional[str]:
-                if is_not_found(exc) or exc.rc == OCF.ERR_CONFIGURED:
-                    return f"the address cannot be looked up in EC2: {exc.reason}"
-                return None
-
-            checked = aws_check(
-                look,
-                gone,
-                lambda reason: (
-                    f"{cfg.ip} is configured on {cfg.interface}, but the AWS check "
-                    f"could not complete: {reason}"
-                ),
-            )
+            checked = aws_check(look, f"the assignment of {cfg.ip}")
             if checked is not None:
                 eni_id, held = checked
         verdict = link_verdict(rt, ctx, cfg, link, entries, held=held, eni_id=eni_id)
