@@ -12,13 +12,13 @@ import errno
 import ipaddress
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ipfailover.host.rtnl import (
     FRA_PRIORITY,
     FRA_SRC,
-    FRA_TABLE,
     IFA_ADDRESS,
     IFA_FLAGS,
     IFA_LABEL,
@@ -281,27 +281,35 @@ class Netlink(DumpReader):
         """
         return self._settled(lambda: self._read_rules(table), "policy rules")
 
-    def _read_rules(self, table: Optional[int]) -> list[Rule]:
-        result = []
+    def _tables_dump(
+        self, request: int, reply: int
+    ) -> Iterator[tuple[int, int, int, int, dict[int, bytes]]]:
+        """(family, dst_len, src_len, table, attributes) of each rule or route of both families:
+        a rule's header (fib_rule_hdr) and a route's (rtmsg) begin alike, and FRA_TABLE is
+        RTA_TABLE (the 32-bit table id, where the header's byte cannot hold it)."""
         for family in (socket.AF_INET, socket.AF_INET6):
             body = struct.pack("=BBBBBBBBI", family, 0, 0, 0, 0, 0, 0, 0, 0)
-            for kind, payload in self._dump(RTM_GETRULE, body):
-                if kind != RTM_NEWRULE or len(payload) < 12:
+            for kind, payload in self._dump(request, body):
+                if kind != reply or len(payload) < 12:
                     continue
-                msg_family, _, src_len, _, hdr_table = struct.unpack_from("=BBBBB", payload)
+                msg_family, dst_len, src_len, _, hdr_table = struct.unpack_from("=BBBBB", payload)
                 attrs = self._attrs(payload, 12)
-                msg_table = _u32(attrs.get(FRA_TABLE)) or hdr_table
-                if table is not None and msg_table != table:
-                    continue
-                src = attrs.get(FRA_SRC)
-                result.append(
-                    Rule(
-                        priority=_u32(attrs.get(FRA_PRIORITY)),
-                        table=msg_table,
-                        src=f"{_ip(msg_family, src)}/{src_len}" if src else None,
-                        family=msg_family,
-                    )
+                yield msg_family, dst_len, src_len, _u32(attrs.get(RTA_TABLE)) or hdr_table, attrs
+
+    def _read_rules(self, table: Optional[int]) -> list[Rule]:
+        result = []
+        for family, _, src_len, msg_table, attrs in self._tables_dump(RTM_GETRULE, RTM_NEWRULE):
+            if table is not None and msg_table != table:
+                continue
+            src = attrs.get(FRA_SRC)
+            result.append(
+                Rule(
+                    priority=_u32(attrs.get(FRA_PRIORITY)),
+                    table=msg_table,
+                    src=f"{_ip(family, src)}/{src_len}" if src else None,
+                    family=family,
                 )
+            )
         return result
 
     def add_rule(self, src: str, table: int, priority: int) -> bool:
@@ -336,29 +344,19 @@ class Netlink(DumpReader):
 
     def _read_routes(self, table: int) -> list[RouteEntry]:
         result = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            body = struct.pack("=BBBBBBBBI", family, 0, 0, 0, 0, 0, 0, 0, 0)
-            for kind, payload in self._dump(RTM_GETROUTE, body):
-                if kind != RTM_NEWROUTE or len(payload) < 12:
-                    continue
-                msg_family, dst_len, _, _, hdr_table = struct.unpack_from("=BBBBB", payload)
-                attrs = self._attrs(payload, 12)
-                if (_u32(attrs.get(RTA_TABLE)) or hdr_table) != table:
-                    continue
-                dst, gateway, oif = (
-                    attrs.get(RTA_DST),
-                    attrs.get(RTA_GATEWAY),
-                    attrs.get(RTA_OIF),
+        for family, dst_len, _, msg_table, attrs in self._tables_dump(RTM_GETROUTE, RTM_NEWROUTE):
+            if msg_table != table:
+                continue
+            dst, gateway, oif = attrs.get(RTA_DST), attrs.get(RTA_GATEWAY), attrs.get(RTA_OIF)
+            result.append(
+                RouteEntry(
+                    dst=f"{_ip(family, dst)}/{dst_len}" if dst else None,
+                    gateway=_ip(family, gateway) if gateway else None,
+                    oif=_u32(oif) if oif else None,
+                    table=table,
+                    family=family,
                 )
-                result.append(
-                    RouteEntry(
-                        dst=f"{_ip(msg_family, dst)}/{dst_len}" if dst else None,
-                        gateway=_ip(msg_family, gateway) if gateway else None,
-                        oif=_u32(oif) if oif else None,
-                        table=table,
-                        family=msg_family,
-                    )
-                )
+            )
         return result
 
     def replace_route(
