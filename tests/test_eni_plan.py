@@ -16,6 +16,7 @@ from ipfailover.eni import record as eni_record
 from ipfailover.eni.attachment import Action, Progress
 from ipfailover.host.netlink import Addr, Link, RouteEntry, Rule
 from ocf_shim import OCF, ConfigError
+from planfakes import FakeRuntime
 
 ENI = "eni-0123456789abcdef0"
 ME = "i-0aaaaaaaaaaaaaaaa"
@@ -422,3 +423,36 @@ def test_primary_interfaces_are_not_movable() -> None:
     assert aws_apply.primary_problem(eni(ME, device_index=0)) is not None
     assert aws_apply.primary_problem(eni(OTHER, device_index=1)) is None
     assert aws_apply.primary_problem(eni()) is None
+
+
+# ----------------------------------------------------------------------------- one plan, two modes
+
+
+def test_plan_is_the_decision_tables_moves_then_the_os() -> None:
+    held = eni(OTHER)
+    steps = moves.plan_start(held, ME, 1, force_detach=True, policy_routing=True)
+    assert steps == (
+        moves.Detach("eni-attach-01234567", OTHER, may_force=True),
+        moves.Attach(ENI, ME, 1),
+        moves.ConfigureOs(policy_routing=True),
+    )
+    assert [s.operation for s in steps[:2]] == ["DetachNetworkInterface", "AttachNetworkInterface"]
+    assert {s.principal for s in steps[:2]} == {"node"}
+    # The order next_move sends them in: detach while held elsewhere, attach once available.
+    assert moves.next_move(held, ME, progress(), False, 30.0).action is Action.DETACH
+    assert moves.next_move(eni(), ME, progress(), False, 30.0).action is Action.ATTACH
+    assert moves.plan_start(eni(), ME, 1, False, False)[0] == moves.Attach(ENI, ME, 1)
+    assert moves.plan_start(eni(ME), ME, 1, False, False) == (moves.ConfigureOs(False),)
+
+
+def test_check_mode_makes_the_dry_runs_only() -> None:
+    from ipfailover.eni import actions
+
+    cfg = eni_agent.parse_config({"eni_id": ENI, "force_detach": "true"})
+    seen = actions.Observation(ME, eni(OTHER))
+    rt = FakeRuntime()
+    actions.apply(None, rt, cfg, seen, actions.plan(cfg, seen), check=True)  # type: ignore[arg-type]
+    assert rt.api().changing() == []
+    assert rt.api().dry_runs() == ["DetachNetworkInterface", "AttachNetworkInterface"]
+    assert [kw["Force"] for op, _, kw in rt.api().calls if op.startswith("Detach")] == [True]
+    assert rt.netlink.calls == []

@@ -10,6 +10,7 @@ from ipfailover.aws.ec2 import Route, RouteTable
 from ipfailover.overlayip import actions as overlayip
 from ipfailover.overlayip import declaration as overlayip_agent
 from ocf_shim import OCF, ConfigError
+from planfakes import FakeRuntime
 
 ENI = "eni-0123456789abcdef0"
 OTHER = "eni-0fedcba9876543210"
@@ -112,3 +113,73 @@ def test_parse_config_rejects_bad_input(overrides: dict[str, object]) -> None:
         overlayip_agent.parse_config(params(**overrides))
     assert info.value.rc == OCF.ERR_CONFIGURED
     assert "\n" not in info.value.reason
+
+
+# ----------------------------------------------------------------------------- one plan, two modes
+
+
+def observation(check: bool = True) -> overlayip.Observation:
+    tables = (
+        table("rtb-00000001"),
+        table("rtb-00000002", route("192.168.10.1/32", OTHER)),
+        table("rtb-00000003", route("192.168.10.1/32", ENI)),
+    )
+    return overlayip.Observation(2, ENI, "vpc-11111111", tables, check)
+
+
+def test_plan_names_every_call_in_order_and_whose_credentials() -> None:
+    cfg = overlayip_agent.parse_config(params(source_dest_check="disable"))
+    steps = overlayip.plan(cfg, observation())
+    assert [type(s).__name__ for s in steps] == [
+        "DisableSourceDest",
+        "AddAddress",
+        "RouteChange",
+        "RouteChange",
+        "RouteChange",
+    ]
+    aws = [s for s in steps if not isinstance(s, overlayip.AddAddress)]
+    assert [(s.operation, s.principal) for s in aws] == [
+        ("ModifyNetworkInterfaceAttribute", "node"),
+        ("CreateRoute", "node"),
+        ("ReplaceRoute", "node"),
+        ("ReplaceRoute", "node"),
+    ]
+    assert [s.kind for s in steps if isinstance(s, overlayip.RouteChange)] == [
+        "create",
+        "replace",
+        "keep",
+    ]
+    assert overlayip.plan(cfg, observation(check=False))[0] == steps[1]  # check already off
+
+
+def test_plan_refuses_what_no_step_fixes() -> None:
+    with pytest.raises(ConfigError, match="source/destination check is on"):
+        overlayip.plan(overlayip_agent.parse_config(params()), observation())
+    cfg = overlayip_agent.parse_config(params(source_dest_check="ignore", create_route="false"))
+    with pytest.raises(ConfigError, match="create_route is false"):
+        overlayip.plan(cfg, observation(check=False))
+
+
+def test_start_and_validate_make_the_plans_calls_check_mode_changes_nothing() -> None:
+    cfg = overlayip_agent.parse_config(params(source_dest_check="disable"))
+    steps = overlayip.plan(cfg, observation())
+    real, checked = FakeRuntime(), FakeRuntime()
+    overlayip.apply(real, cfg, steps)  # type: ignore[arg-type]
+    overlayip.apply(checked, cfg, steps, check=True)  # type: ignore[arg-type]
+    # start: the changes, the route already ours untouched, the address added
+    assert real.api().changing() == [
+        "ModifyNetworkInterfaceAttribute",
+        "CreateRoute",
+        "ReplaceRoute",
+    ]
+    assert real.api().dry_runs() == []
+    assert [name for name, _ in real.netlink.calls] == ["add_address"]
+    # validate-all: the DryRun of every AWS step (the kept route's too), nothing else
+    assert checked.api().changing() == []
+    assert checked.api().dry_runs() == [
+        "ModifyNetworkInterfaceAttribute",
+        "CreateRoute",
+        "ReplaceRoute",
+        "ReplaceRoute",
+    ]
+    assert checked.netlink.calls == []

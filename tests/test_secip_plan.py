@@ -13,9 +13,11 @@ import pytest
 
 from ipfailover.aws.ec2 import Address, Eni
 from ipfailover.config.syntax import ip_object, parse_ip
+from ipfailover.host.netlink import Link
 from ipfailover.secip import declaration as secip_agent
 from ipfailover.secip import plan as secip
 from ocf_shim import OCF, ConfigError
+from planfakes import FakeRuntime
 
 if TYPE_CHECKING:
     from ipfailover.config.params import IPAddress, Value
@@ -409,3 +411,47 @@ assert not heavy, heavy
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# ----------------------------------------------------------------------------- one plan, two modes
+
+
+def observed(
+    ip: IPAddress, held: secip.Holding, eip: Optional[Address], present: Optional[int] = None
+) -> secip.Observation:
+    link = Link(index=2, name="eth0", mac="02:00:00:00:00:01", up=True)
+    return secip.Observation(link, OURS, 24 if ip.version == 4 else 64, held, eip, present)
+
+
+def test_plan_names_every_call_whose_credentials_and_what_dry_run_can_check() -> None:
+    seen = observed(IP6, secip.Holding((OTHER,), None), address(OTHER, "10.0.1.9"))
+    steps = secip.plan(seen, IP6).steps
+    assert steps == (
+        secip.AwsStep("UnassignIpv6Addresses", OTHER, secip.NO_DRY_RUN),
+        secip.AwsStep("AssignIpv6Addresses", OURS, secip.NO_DRY_RUN),
+        secip.OsStep("add", 64),
+        secip.AwsStep("AssociateAddress", OURS),
+    )
+    assert {s.principal for s in steps if isinstance(s, secip.AwsStep)} == {"node"}
+    ip4 = secip.plan(observed(IP4, secip.Holding((OTHER,), None), None), IP4).steps
+    assert [s.operation for s in ip4 if isinstance(s, secip.AwsStep)] == [
+        "AssignPrivateIpAddresses"
+    ]
+    # Nothing to change: no step, but the Elastic IP's call stays for validate-all to check.
+    done = secip.plan(
+        observed(IP4, secip.Holding((OURS,), None), address(OURS, "10.0.1.50"), 24), IP4
+    )
+    assert done.empty
+    assert done.steps == (secip.AwsStep("AssociateAddress", OURS),)
+
+
+def test_check_mode_makes_the_dry_runs_only() -> None:
+    from ipfailover.secip import actions
+
+    cfg = secip_agent.parse_config(params(elastic_ip_allocation_id="eipalloc-0123456789abcdef0"))
+    seen = observed(IP4, secip.Holding((OTHER,), None), address(OTHER, "10.0.1.50"))
+    rt = FakeRuntime()
+    actions.apply(rt, None, cfg, seen, secip.plan(seen, IP4), check=True)  # type: ignore[arg-type]
+    assert rt.api().changing() == []
+    assert rt.api().dry_runs() == ["AssociateAddress"]
+    assert rt.netlink.calls == []

@@ -8,25 +8,29 @@ route via the subnet's router, so that replies leave through the ENI. Stop remov
 detaches the ENI when, and only when, it is attached to this instance.
 
 Every wait polls ``DescribeNetworkInterfaces`` at short intervals inside the action's deadline.
+
+start and validate-all share one :func:`observe` and one pure plan (``attachment.plan_start``):
+start applies it, validate-all applies it in check mode (:func:`apply` with ``check``: DryRun).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from ipfailover.eni.attachment import attached_here, holder
+from ipfailover.eni.attachment import Attach, Detach, Step, attached_here, holder, plan_start
 from ipfailover.eni.aws_apply import (
     EniNotFound,
     bring_here,
-    check_movable,
     check_zone,
     describe,
     primary_problem,
     release,
 )
 from ipfailover.eni.declaration import Config
-from ipfailover.eni.os_apply import configure_os, observe, release_os
+from ipfailover.eni.os_apply import configure_os, release_os
+from ipfailover.eni.os_apply import observe as observe_os
 from ipfailover.eni.os_plan import (
     EniFacts,
     eni_facts,
@@ -70,50 +74,94 @@ log = get_log("ipfailover")
 # ----------------------------------------------------------------------------- handlers
 
 
+@dataclass(frozen=True)
+class Observation:
+    instance_id: str
+    eni: Eni
+
+
+def observe(rt: Runtime, cfg: Config, check_zone_always: bool = False) -> Observation:
+    """This instance and the ENI; refuse a primary ENI, and one of another zone unless it is
+    attached here already (``check_zone_always``: validate-all checks the zone anyway)."""
+    from ipfailover.aws import instance
+
+    instance_id = instance.instance_id(rt.imds)
+    eni = describe(rt.api(), cfg.eni_id)
+    problem = primary_problem(eni)
+    if problem:
+        raise ConfigError(problem)
+    if check_zone_always or not attached_here(eni, instance_id):
+        check_zone(rt, eni)
+    return Observation(instance_id, eni)
+
+
+def plan(cfg: Config, seen: Observation) -> tuple[Step, ...]:
+    return plan_start(
+        seen.eni, seen.instance_id, cfg.device_index, cfg.force_detach, cfg.policy_routing
+    )
+
+
+def apply(
+    ctx: Context,
+    rt: Runtime,
+    cfg: Config,
+    seen: Observation,
+    steps: tuple[Step, ...],
+    *,
+    check: bool = False,
+) -> None:
+    """Bring the ENI here and configure the OS; or (``check``) the DryRun call of each EC2 step
+    and no change at all."""
+    from ipfailover.aws import ec2
+
+    api = rt.api()
+    if check:
+        for step in steps:
+            if isinstance(step, Detach):
+                ec2.detach_eni(api, step.attachment_id, force=step.may_force, dry_run=True)
+            elif isinstance(step, Attach):
+                ec2.attach_eni(api, step.eni_id, step.instance_id, step.device_index, dry_run=True)
+        return
+    instance_id, eni = seen.instance_id, seen.eni
+    subnets: list[Subnet] = []
+    subnet_id = eni.subnet_id
+
+    def prepare() -> None:
+        """What start needs after the move; done while EC2 detaches or attaches."""
+        subnets.append(ec2.describe_subnet(api, subnet_id))
+        rt.netlink.prepare_changes()
+
+    if any(isinstance(step, Attach) for step in steps):
+        eni = bring_here(ctx, api, cfg, instance_id, eni, while_waiting=prepare)
+    elif eni.attachment is not None and eni.attachment.device_index != cfg.device_index:
+        log.info(
+            "%s is attached here at device index %d (device_index=%d): left as it is",
+            eni.id,
+            eni.attachment.device_index,
+            cfg.device_index,
+        )
+    if not subnets or subnets[0].id != eni.subnet_id:
+        subnets[:] = [ec2.describe_subnet(api, eni.subnet_id)]
+    facts = eni_facts(eni, subnets[0].cidr, subnets[0].ipv6_cidrs)
+    wanted = wanted_os(facts, cfg.policy_routing, cfg.table, cfg.priority, cfg.ipv6_gateway)
+    # Recorded before the OS is changed: a start killed midway leaves what stop needs.
+    save_record(record_path(ctx.environ, cfg.eni_id, instance_id), facts, instance_id)
+    link = configure_os(ctx, rt.netlink, cfg, wanted)
+    log.info(
+        "%s is active on %s (%s) after %.1fs, %d API calls",
+        cfg.eni_id,
+        link.name,
+        ", ".join(facts.ips),
+        ctx.deadline.elapsed(),
+        rt.api_calls(),
+    )
+
+
 def start(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
-    from ipfailover.aws import ec2, instance
-
     with Runtime(ctx, cfg.aws) as rt:
-        instance_id = instance.instance_id(rt.imds)
-        api = rt.api()
-        eni = describe(api, cfg.eni_id)
-        problem = primary_problem(eni)
-        if problem:
-            raise ConfigError(problem)
-        subnets: list[Subnet] = []
-        subnet_id = eni.subnet_id
-
-        def prepare() -> None:
-            """What start needs after the move; done while EC2 detaches or attaches."""
-            subnets.append(ec2.describe_subnet(api, subnet_id))
-            rt.netlink.prepare_changes()
-
-        if not attached_here(eni, instance_id):
-            check_zone(rt, eni)
-            eni = bring_here(ctx, api, cfg, instance_id, eni, while_waiting=prepare)
-        elif eni.attachment is not None and eni.attachment.device_index != cfg.device_index:
-            log.info(
-                "%s is attached here at device index %d (device_index=%d): left as it is",
-                eni.id,
-                eni.attachment.device_index,
-                cfg.device_index,
-            )
-        if not subnets or subnets[0].id != eni.subnet_id:
-            subnets[:] = [ec2.describe_subnet(api, eni.subnet_id)]
-        facts = eni_facts(eni, subnets[0].cidr, subnets[0].ipv6_cidrs)
-        wanted = wanted_os(facts, cfg.policy_routing, cfg.table, cfg.priority, cfg.ipv6_gateway)
-        # Recorded before the OS is changed: a start killed midway leaves what stop needs.
-        save_record(record_path(ctx.environ, cfg.eni_id, instance_id), facts, instance_id)
-        link = configure_os(ctx, rt.netlink, cfg, wanted)
-        log.info(
-            "%s is active on %s (%s) after %.1fs, %d API calls",
-            cfg.eni_id,
-            link.name,
-            ", ".join(facts.ips),
-            ctx.deadline.elapsed(),
-            rt.api_calls(),
-        )
+        seen = observe(rt, cfg)
+        apply(ctx, rt, cfg, seen, plan(cfg, seen))
     return OCF.SUCCESS
 
 
@@ -176,7 +224,7 @@ def _record_check(
             log.info("%s was not started on this node (no record)", cfg.eni_id)
         return OCF.NOT_RUNNING
     wanted = wanted_os(record, cfg.policy_routing, cfg.table, cfg.priority, cfg.ipv6_gateway)
-    problems = monitor_problems(wanted, observe(nl, record.mac, cfg.table))
+    problems = monitor_problems(wanted, observe_os(nl, record.mac, cfg.table))
     if problems:
         log.warning("%s is not working on this node: %s", cfg.eni_id, "; ".join(problems))
         return OCF.NOT_RUNNING
@@ -233,7 +281,7 @@ def monitor(ctx: Context) -> int:
             subnet = ec2.describe_subnet(api, eni.subnet_id)
             facts = eni_facts(eni, subnet.cidr, subnet.ipv6_cidrs)
         wanted = wanted_os(facts, cfg.policy_routing, cfg.table, cfg.priority, cfg.ipv6_gateway)
-        problems = monitor_problems(wanted, observe(rt.netlink, eni.mac, cfg.table))
+        problems = monitor_problems(wanted, observe_os(rt.netlink, eni.mac, cfg.table))
     if problems:
         log.warning(
             "%s is attached here but its OS configuration is incomplete (removed by another "
@@ -245,32 +293,30 @@ def monitor(ctx: Context) -> int:
     return OCF.SUCCESS
 
 
-def validate(ctx: Context) -> int:
-    cfg = ctx.config_as(Config)
-    from ipfailover.aws import ec2, instance
+def device_index_user(api: Api, cfg: Config, seen: Observation) -> Optional[str]:
+    """Another ENI attached to this instance at ``device_index``, if any."""
+    from ipfailover.aws import ec2
 
+    for other in ec2.describe_enis(api, filters={"attachment.instance-id": [seen.instance_id]}):
+        att = other.attachment
+        if other.id != seen.eni.id and att is not None and att.device_index == cfg.device_index:
+            return other.id
+    return None
+
+
+def validate(ctx: Context) -> int:
+    """start's plan in check mode, and what start cannot see coming: the device index taken on
+    this instance, a rule of another program at this resource's table and priority."""
+    cfg = ctx.config_as(Config)
     with Runtime(ctx, cfg.aws) as rt:
-        instance_id = instance.instance_id(rt.imds)
-        api = rt.api()
-        eni = describe(api, cfg.eni_id)
-        check_movable(rt, eni)
-        taken = [
-            other.id
-            for other in ec2.describe_enis(api, filters={"attachment.instance-id": [instance_id]})
-            if other.id != eni.id
-            and other.attachment is not None
-            and other.attachment.device_index == cfg.device_index
-        ]
+        seen = observe(rt, cfg, check_zone_always=True)
+        taken = device_index_user(rt.api(), cfg, seen)
         if taken:
             raise ArgsError(
-                f"device index {cfg.device_index} of this instance is used by {taken[0]}: "
+                f"device index {cfg.device_index} of this instance is used by {taken}: "
                 "choose another device_index"
             )
-        if not attached_here(eni, instance_id):
-            ec2.attach_eni(api, cfg.eni_id, instance_id, cfg.device_index, dry_run=True)
-            who = holder(eni)
-            if who is not None and eni.attachment is not None:
-                ec2.detach_eni(api, eni.attachment.id, force=cfg.force_detach, dry_run=True)
+        apply(ctx, rt, cfg, seen, plan(cfg, seen), check=True)
         foreign = foreign_rules(rt.netlink.rules(), cfg.table, cfg.priority)
         if foreign:
             rule = foreign[0]

@@ -1,12 +1,13 @@
 """aws-eni's attach/detach decision table: pure functions from what EC2 says about the ENI to the
-next move, and the pacing of the waits.
+next move, the plan of start (the one place that says which EC2 calls bring the ENI here, with
+whose credentials: validate-all checks the same steps with DryRun), and the pacing of the waits.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 if TYPE_CHECKING:
     from ipfailover.aws.ec2 import Eni
@@ -64,6 +65,52 @@ def holder(eni: Eni) -> Optional[str]:
 def attached_here(eni: Eni, instance_id: str) -> bool:
     att = eni.attachment
     return att is not None and att.instance_id == instance_id and att.status == "attached"
+
+
+@dataclass(frozen=True)
+class Detach:
+    """Detach the ENI from its holder: next_move sends it while the ENI is attached there, and
+    forces it after the grace when ``may_force`` (force_detach)."""
+
+    attachment_id: str
+    holder: str
+    may_force: bool
+    operation: str = "DetachNetworkInterface"
+    principal: str = "node"  # whose credentials make the call
+
+
+@dataclass(frozen=True)
+class Attach:
+    eni_id: str
+    instance_id: str
+    device_index: int
+    operation: str = "AttachNetworkInterface"
+    principal: str = "node"
+
+
+@dataclass(frozen=True)
+class ConfigureOs:
+    """The OS change once the ENI is here: the record, then link, addresses, rules and routes
+    (what exactly follows from the ENI as attached; see os_plan). Check mode skips it."""
+
+    policy_routing: bool
+
+
+Step = Union[Detach, Attach, ConfigureOs]
+
+
+def plan_start(
+    eni: Eni, instance_id: str, device_index: int, force_detach: bool, policy_routing: bool
+) -> tuple[Step, ...]:
+    """What start does: the EC2 calls that bring ``eni`` here, in the order next_move sends them
+    as EC2 shows progress (none when it is attached here already), then the OS change."""
+    steps: list[Step] = []
+    if not attached_here(eni, instance_id):
+        if holder(eni) is not None and eni.attachment is not None:
+            steps.append(Detach(eni.attachment.id, holder(eni) or "", force_detach))
+        steps.append(Attach(eni.id, instance_id, device_index))
+    steps.append(ConfigureOs(policy_routing))
+    return tuple(steps)
 
 
 def _since(progress: Progress, when: Optional[float]) -> Optional[float]:

@@ -68,13 +68,6 @@ def primary_problem(eni: Eni) -> Optional[str]:
     return None
 
 
-def check_movable(rt: Runtime, eni: Eni) -> None:
-    problem = primary_problem(eni)
-    if problem:
-        raise ConfigError(problem)
-    check_zone(rt, eni)
-
-
 def check_zone(rt: Runtime, eni: Eni) -> None:
     zone = _availability_zone(rt)
     if eni.az and zone and eni.az != zone:

@@ -4,6 +4,9 @@ AWS side: in every managed route table, the route for the address (/32 or /128) 
 of ``interface`` on this instance; the ENI must not check source/destination. OS side: the
 address on ``interface``. Stop removes the address only: routes are left for the next owner to
 take over (a route that points elsewhere is never touched).
+
+start and validate-all share one :func:`observe` and one pure :func:`plan`: start applies the plan
+and verifies it, validate-all applies it in check mode (``DryRun``, no change at all).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import ipaddress
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 from ipfailover.overlayip.declaration import Config
 from ipfailover.runtime import Runtime, aws_check, run_parallel
@@ -33,9 +36,51 @@ REAPPLY_JITTER = 0.5
 
 @dataclass(frozen=True)
 class RouteChange:
+    """One managed table's route: "create", "replace", or "keep" (already ours: start makes no
+    call; check mode proves ReplaceRoute, the call start makes when the route points elsewhere)."""
+
     table_id: str
-    kind: str  # "create" | "replace"
+    eni_id: str  # the target
+    kind: str  # "create" | "replace" | "keep"
     previous: Optional[str]  # what the route pointed at before, for the log
+    principal: str = "node"  # whose credentials make the call
+
+    @property
+    def operation(self) -> str:
+        return "CreateRoute" if self.kind == "create" else "ReplaceRoute"
+
+
+@dataclass(frozen=True)
+class DisableSourceDest:
+    """Turn the ENI's source/destination check off (source_dest_check=disable)."""
+
+    eni_id: str
+    principal: str = "node"
+    operation: str = "ModifyNetworkInterfaceAttribute"
+
+
+@dataclass(frozen=True)
+class AddAddress:
+    """The OS change: the address on the interface (no EC2 call; check mode skips it)."""
+
+    index: int
+    ip: str
+    prefixlen: int
+    label: Optional[str]
+
+
+Step = Union[DisableSourceDest, AddAddress, RouteChange]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What start and validate-all read before deciding (see :func:`observe`)."""
+
+    link_index: int
+    eni_id: str
+    vpc_id: str
+    tables: tuple[RouteTable, ...]
+    source_dest_check: Optional[bool]  # None: not read (source_dest_check=ignore)
 
 
 def missing_tables(requested: Sequence[str], tables: Sequence[RouteTable]) -> list[str]:
@@ -47,11 +92,11 @@ def foreign_tables(tables: Sequence[RouteTable], vpc_id: str) -> list[str]:
     return [table.id for table in tables if table.vpc_id and table.vpc_id != vpc_id]
 
 
-def plan_routes(
+def route_steps(
     cidr: str, eni_id: str, tables: Sequence[RouteTable], create: bool
 ) -> list[RouteChange]:
-    """What to change so that every table routes ``cidr`` to ``eni_id`` (empty: nothing)."""
-    changes = []
+    """One step per table so that every table routes ``cidr`` to ``eni_id``."""
+    steps = []
     for table in tables:
         route = table.route_to(cidr)
         if route is None:
@@ -60,11 +105,46 @@ def plan_routes(
                     f"route table {table.id} has no route for {cidr} and create_route is false: "
                     "create the route or set create_route=true"
                 )
-            changes.append(RouteChange(table.id, "create", None))
+            steps.append(RouteChange(table.id, eni_id, "create", None))
         elif route.eni_id != eni_id or route.state != "active":
             previous = route.eni_id or route.other_target or route.instance_id or "nothing"
-            changes.append(RouteChange(table.id, "replace", f"{previous} ({route.state})"))
-    return changes
+            steps.append(RouteChange(table.id, eni_id, "replace", f"{previous} ({route.state})"))
+        else:
+            steps.append(RouteChange(table.id, eni_id, "keep", None))
+    return steps
+
+
+def plan_routes(
+    cidr: str, eni_id: str, tables: Sequence[RouteTable], create: bool
+) -> list[RouteChange]:
+    """What to change so that every table routes ``cidr`` to ``eni_id`` (empty: nothing)."""
+    return [step for step in route_steps(cidr, eni_id, tables, create) if step.kind != "keep"]
+
+
+def plan(cfg: Config, seen: Observation) -> tuple[Step, ...]:
+    """Everything start does, in order: source/destination check, the address, the routes.
+
+    Raises ConfigError for what no step can fix (the check on with source_dest_check=verify, a
+    missing route with create_route=false).
+    """
+    steps: list[Step] = []
+    if seen.source_dest_check:
+        if cfg.source_dest_check == "verify":
+            raise ConfigError(
+                f"source/destination check is on for {seen.eni_id}, so AWS drops traffic for "
+                f"{cfg.ip}: turn it off (source_dest_check=disable does it at start)"
+            )
+        steps.append(DisableSourceDest(seen.eni_id))
+    # The address first: packets may arrive the moment the first route changes.
+    steps.append(AddAddress(seen.link_index, str(cfg.ip), cfg.ip.max_prefixlen, cfg.label))
+    steps.extend(route_steps(cfg.cidr, seen.eni_id, seen.tables, cfg.create_route))
+    return tuple(steps)
+
+
+def outside_vpc(ip: IPAddress, vpc_cidrs: Sequence[str]) -> None:
+    inside = overlaps_vpc(ip, vpc_cidrs)
+    if inside:
+        raise ConfigError(f"{ip} is inside the VPC CIDR {inside}: an overlay IP must be outside")
 
 
 def route_problems(cidr: str, eni_id: str, tables: Sequence[RouteTable]) -> list[str]:
@@ -143,7 +223,7 @@ def _find_tables(api: Api, cfg: Config, vpc_id: str) -> list[RouteTable]:
     return tables
 
 
-def _apply(api: Api, cfg: Config, eni_id: str, change: RouteChange) -> None:
+def _apply(api: Api, cfg: Config, change: RouteChange) -> None:
     """Make one table route the address to us, tolerating a race with another node."""
     from ipfailover.aws import ec2
     from ipfailover.aws.errors import INVALID_PARAMETER_VALUE, ROUTE_ALREADY_EXISTS, error_code
@@ -152,9 +232,9 @@ def _apply(api: Api, cfg: Config, eni_id: str, change: RouteChange) -> None:
     for _ in range(2):
         try:
             if kind == "create":
-                ec2.create_route(api, change.table_id, cfg.cidr, eni_id)
+                ec2.create_route(api, change.table_id, cfg.cidr, change.eni_id)
             else:
-                ec2.replace_route(api, change.table_id, cfg.cidr, eni_id)
+                ec2.replace_route(api, change.table_id, cfg.cidr, change.eni_id)
         except OCFError as exc:
             code = error_code(exc)
             if kind == "create" and code == ROUTE_ALREADY_EXISTS:
@@ -169,67 +249,70 @@ def _apply(api: Api, cfg: Config, eni_id: str, change: RouteChange) -> None:
             "created" if kind == "create" else "replaced",
             cfg.cidr,
             change.table_id,
-            eni_id,
+            change.eni_id,
             change.previous or "absent",
         )
         return
     raise GenericError(f"route for {cfg.cidr} in {change.table_id} keeps changing under us")
 
 
-def _check_source_dest(api: Api, cfg: Config, eni_id: str, dry_run: bool) -> None:
+def observe(rt: Runtime, cfg: Config, describe_vpc: bool = False) -> Observation:
+    """Read this instance's ENI, the VPC's blocks, the managed tables and the ENI's
+    source/destination check. ``describe_vpc``: ask EC2 for the VPC's blocks even when IMDS lists
+    them (validate-all does, to prove DescribeVpcs, which start needs for IPv6 only)."""
+    from ipfailover.aws import ec2, instance
+
+    link = rt.require_link(cfg.interface)
+    facts = instance.interface_facts(rt.imds, link.mac)
+    blocks = facts.vpc_cidrs
+    if describe_vpc or (cfg.ip.version == 6 and not any(":" in block for block in blocks)):
+        # IMDS lists the VPC's IPv6 blocks only to an ENI that has an IPv6 address.
+        blocks = ec2.describe_vpc(rt.api(), facts.vpc_id).cidrs
+    outside_vpc(cfg.ip, blocks)  # before any further call
+    api = rt.api()
+    tables = _find_tables(api, cfg, facts.vpc_id)
+    check = None
+    if cfg.source_dest_check != "ignore":
+        check = ec2.describe_eni(api, facts.eni_id).source_dest_check
+    return Observation(link.index, facts.eni_id, facts.vpc_id, tuple(tables), check)
+
+
+def apply(rt: Runtime, cfg: Config, steps: Sequence[Step], check: bool = False) -> None:
+    """Perform ``steps`` in order, the route changes at the same time. ``check``: the DryRun call
+    of each EC2 step and nothing else (no OS change, no route changed, "keep" proven too)."""
     from ipfailover.aws import ec2
 
-    if cfg.source_dest_check == "ignore":
-        return
-    eni = ec2.describe_eni(api, eni_id)
-    if not eni.source_dest_check:
-        return
-    if cfg.source_dest_check == "verify":
-        raise ConfigError(
-            f"source/destination check is on for {eni_id}, so AWS drops traffic for {cfg.ip}: "
-            "turn it off (source_dest_check=disable does it at start)"
-        )
-    if dry_run:
-        ec2.set_source_dest_check(api, eni_id, False, dry_run=True)
+    api = rt.api()
+    routes = [step for step in steps if isinstance(step, RouteChange)]
+    for step in steps:
+        if isinstance(step, DisableSourceDest):
+            ec2.set_source_dest_check(api, step.eni_id, False, dry_run=check)
+            if not check:
+                log.info("turned source/destination check off on %s", step.eni_id)
+        elif isinstance(step, AddAddress) and not check:
+            rt.netlink.add_address(step.index, step.ip, step.prefixlen, step.label)
+    if check:
+        for route in routes:
+            send = ec2.create_route if route.kind == "create" else ec2.replace_route
+            send(api, route.table_id, cfg.cidr, route.eni_id, dry_run=True)
     else:
-        ec2.set_source_dest_check(api, eni_id, False)
-        log.info("turned source/destination check off on %s", eni_id)
+        changes = [route for route in routes if route.kind != "keep"]
+        run_parallel(lambda change: _apply(api, cfg, change), changes)
 
 
 def start(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
-    from ipfailover.aws import instance
-
     with Runtime(ctx, cfg.aws) as rt:
-        link = rt.require_link(cfg.interface)
-        facts = instance.interface_facts(rt.imds, link.mac)
-        blocks = facts.vpc_cidrs
-        if cfg.ip.version == 6 and not any(":" in block for block in blocks):
-            # IMDS lists the VPC's IPv6 blocks only to an ENI that has an IPv6 address.
-            from ipfailover.aws import ec2
-
-            blocks = ec2.describe_vpc(rt.api(), facts.vpc_id).cidrs
-        inside = overlaps_vpc(cfg.ip, blocks)
-        if inside:
-            raise ConfigError(
-                f"{cfg.ip} is inside the VPC CIDR {inside}: an overlay IP must be outside"
-            )
-        api = rt.api()
-        tables = _find_tables(api, cfg, facts.vpc_id)
-        _check_source_dest(api, cfg, facts.eni_id, dry_run=False)
-        # The address first: packets may arrive the moment the first route changes.
-        rt.netlink.add_address(link.index, str(cfg.ip), cfg.ip.max_prefixlen, cfg.label)
-
-        def take(tables: Sequence[RouteTable]) -> list[RouteChange]:
-            planned = plan_routes(cfg.cidr, facts.eni_id, tables, cfg.create_route)
-            run_parallel(lambda change: _apply(api, cfg, facts.eni_id, change), planned)
-            return planned
-
-        changes = take(tables)
+        seen = observe(rt, cfg)
+        steps = plan(cfg, seen)
+        apply(rt, cfg, steps)
+        api, eni_id, index = rt.api(), seen.eni_id, seen.link_index
+        changes = [s for s in steps if isinstance(s, RouteChange) and s.kind != "keep"]
+        tables: Sequence[RouteTable] = seen.tables
         applied, patience = ctx.deadline.elapsed(), reapply_patience()
         while changes:
-            tables = _find_tables(api, cfg, facts.vpc_id)
-            problems = route_problems(cfg.cidr, facts.eni_id, tables)
+            tables = _find_tables(api, cfg, seen.vpc_id)
+            problems = route_problems(cfg.cidr, eni_id, tables)
             if not problems:
                 break
             if ctx.deadline.elapsed() - applied >= patience:
@@ -237,19 +320,20 @@ def start(ctx: Context) -> int:
                 # started at once). Take them again; the first node that reads every table back
                 # as its own returns, the other's next look brings them all to one node.
                 log.warning("routes changed under us (%s): changing them again", problems[0])
-                changes = take(tables)
+                changes = plan_routes(cfg.cidr, eni_id, tables, cfg.create_route)
+                run_parallel(lambda change: _apply(api, cfg, change), changes)
                 applied, patience = ctx.deadline.elapsed(), reapply_patience()
                 continue
             ctx.deadline.sleep(0.2, f"waiting for the routes to settle ({'; '.join(problems)})")
-        if not _configured(rt, cfg, link.index):
+        if not _configured(rt, cfg, index):
             raise GenericError(
-                _others_note(rt, cfg, link.index)
+                _others_note(rt, cfg, index)
                 or f"{cfg.ip} did not stay on {cfg.interface} (removed by another program?)"
             )
         log.info(
             "%s routed to %s in %d table(s) (%d changed), %d API calls",
             cfg.ip,
-            facts.eni_id,
+            eni_id,
             len(tables),
             len(changes),
             rt.api_calls(),
@@ -342,28 +426,9 @@ def monitor(ctx: Context) -> int:
 
 
 def validate(ctx: Context) -> int:
+    """start's plan in check mode: every call it would make, with DryRun, and no change."""
     cfg = ctx.config_as(Config)
-    from ipfailover.aws import ec2, instance
-
     with Runtime(ctx, cfg.aws) as rt:
-        link = rt.require_link(cfg.interface)
-        facts = instance.interface_facts(rt.imds, link.mac)
-        api = rt.api()
-        vpc = ec2.describe_vpc(api, facts.vpc_id)
-        inside = overlaps_vpc(cfg.ip, vpc.cidrs)
-        if inside:
-            raise ConfigError(
-                f"{cfg.ip} is inside the VPC CIDR {inside}: an overlay IP must be outside"
-            )
-        tables = _find_tables(api, cfg, facts.vpc_id)
-        _check_source_dest(api, cfg, facts.eni_id, dry_run=True)
-        for table in tables:
-            if table.route_to(cfg.cidr) is not None:
-                ec2.replace_route(api, table.id, cfg.cidr, facts.eni_id, dry_run=True)
-            elif cfg.create_route:
-                ec2.create_route(api, table.id, cfg.cidr, facts.eni_id, dry_run=True)
-            else:
-                raise ConfigError(
-                    f"route table {table.id} has no route for {cfg.cidr} and create_route is false"
-                )
+        seen = observe(rt, cfg, describe_vpc=True)
+        apply(rt, cfg, plan(cfg, seen), check=True)
     return OCF.SUCCESS

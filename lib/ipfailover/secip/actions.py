@@ -7,20 +7,23 @@ it. OS side: the address on ``interface``. One ``DescribeNetworkInterfaces`` cal
 address tells both who holds it and whether that is us. Stop removes the address from the OS and
 unassigns it from this node's ENI only while this ENI still holds it: an address another node took
 over is never touched.
+
+start and validate-all share one :func:`observe` and one pure plan (``secip.plan.plan``): start
+applies it and verifies, validate-all applies it in check mode (:func:`apply` with ``check``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from ipfailover.runtime import Runtime, aws_check
 from ipfailover.secip.aws_apply import (
     check_subnet,
+    describe_both,
     describe_eip,
     describe_holding,
     ensure_eip,
     move,
-    observe,
     wait_for_aws,
 )
 from ipfailover.secip.declaration import Config
@@ -29,77 +32,109 @@ from ipfailover.secip.plan import (
     NOT_PRIMARY,
     PRIMARY,
     UNSURE,
+    AwsStep,
     Holding,
+    Observation,
+    Plan,
     aws_problems,
-    plan_start,
+    plan,
     primary_problem,
 )
 from ocf_shim import OCF, ConfigError, Context, GenericError, OCFError, get_log
 
-if TYPE_CHECKING:
-    pass
-
 log = get_log("ipfailover")
+
+
+def observe(rt: Runtime, ctx: Context, cfg: Config, check_eni: bool = False) -> Observation:
+    """Read the ENI behind the interface, the subnet, who holds the address, the Elastic IP and
+    the address on the interface; refuse what is the node's own (the primary-address guard).
+    ``check_eni``: also that EC2 puts the ENI in the subnet the metadata names (validate-all)."""
+    from ipfailover.aws import ec2, instance
+
+    link = rt.require_link(cfg.interface)
+    facts = instance.interface_facts(rt.imds, link.mac)
+    prefix = check_subnet(rt, cfg, facts)
+    eni_id = facts.eni_id
+    api = rt.api()
+    if check_eni:
+        eni = ec2.describe_eni(api, eni_id)  # the ENI exists and we may describe it
+        if eni.subnet_id and eni.subnet_id != facts.subnet_id:
+            raise ConfigError(
+                f"{eni_id} is in {eni.subnet_id} according to EC2, but in {facts.subnet_id} "
+                "according to the instance metadata"
+            )
+    held, eip = describe_both(api, cfg, with_eip=True)
+    entries = link_entries(rt, cfg, link)
+    present = entries[0] if entries else None
+    if present is not None:
+        # Start may change its prefix and stop will remove it: only when it is not a primary.
+        verdict = link_verdict(rt, ctx, cfg, link, entries, held=held, eni_id=eni_id)
+        if verdict.state == PRIMARY:
+            raise ConfigError(verdict.why)
+        if verdict.state == UNSURE:
+            raise GenericError(verdict.why)
+    return Observation(link, eni_id, prefix, held, eip, present.prefixlen if present else None)
+
+
+def apply(
+    rt: Runtime, ctx: Context, cfg: Config, seen: Observation, todo: Plan, *, check: bool = False
+) -> None:
+    """Make the plan's changes, or (``check``) the DryRun call of each EC2 step that has one and
+    no change at all: the others are named in the log with the reason."""
+    api = rt.api()
+    if check:
+        from ipfailover.aws import ec2
+
+        for step in todo.steps:
+            if not isinstance(step, AwsStep):
+                continue
+            if step.unchecked:
+                log.info("not checked: %s on %s: %s", step.operation, step.eni_id, step.unchecked)
+            elif step.operation == "AssociateAddress" and cfg.eip_allocation_id is not None:
+                ec2.associate_address(
+                    api, cfg.eip_allocation_id, step.eni_id, str(cfg.ip), dry_run=True
+                )
+        return
+    link, eni_id, prefix, held, eip = seen.link, seen.eni_id, seen.prefix, seen.held, seen.eip
+    moved = todo.assign or bool(todo.take_from)
+    if moved:
+        move(api, cfg, eni_id, todo, ctx)
+        log.info(
+            "assigned %s to %s (was on %s)",
+            cfg.ip,
+            eni_id,
+            ", ".join(held.holders) or "no network interface",
+        )
+    # The OS side while EC2 completes the move: harmless before AWS delivers the packets.
+    if todo.os_remove_prefix is not None:
+        rt.netlink.del_address(link.index, str(cfg.ip), todo.os_remove_prefix)
+    if todo.os_add:
+        # Recorded first: a start killed right after the add still leaves its own address
+        # recognisable to stop.
+        save_record(ctx, link, cfg.ip, prefix)
+        rt.netlink.add_address(link.index, str(cfg.ip), prefix)
+        log.info("configured %s/%d on %s", cfg.ip, prefix, link.name)
+    if moved:
+        wait_for_aws(api, cfg, eni_id, ctx, with_eip=False)
+        if todo.assign:
+            # An Elastic IP follows a reassigned IPv4 address: look where it points now.
+            eip = describe_eip(api, cfg)
+    ensure_eip(api, cfg, eni_id, eip, ctx)
 
 
 def start(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
-    from ipfailover.aws import instance
-
     # Reads do not load pyroute2 (0.1 s to import); the first change does, while EC2 completes
     # the move.
     with Runtime(ctx, cfg.aws) as rt:
-        link = rt.require_link(cfg.interface)
-        facts = instance.interface_facts(rt.imds, link.mac)
-        prefix = check_subnet(rt, cfg, facts)
-        eni_id = facts.eni_id
-        api = rt.api()
-        held, eip = observe(api, cfg, with_eip=True)
-        entries = link_entries(rt, cfg, link)
-        present = entries[0] if entries else None
-        if present is not None:
-            # Start may change its prefix and stop will remove it: only when it is not a primary.
-            verdict = link_verdict(rt, ctx, cfg, link, entries, held=held, eni_id=eni_id)
-            if verdict.state == PRIMARY:
-                raise ConfigError(verdict.why)
-            if verdict.state == UNSURE:
-                raise GenericError(verdict.why)
-        plan = plan_start(
-            cfg.ip,
-            eni_id,
-            held,
-            eip,
-            os_prefix=present.prefixlen if present else None,
-            want_prefix=prefix,
-        )
-        if plan.empty:
+        seen = observe(rt, ctx, cfg)
+        todo = plan(seen, cfg.ip)
+        link, eni_id, prefix = seen.link, seen.eni_id, seen.prefix
+        if todo.empty:
             save_record(ctx, link, cfg.ip, prefix)
             log.info("%s is already assigned to %s and configured on %s", cfg.ip, eni_id, link.name)
             return OCF.SUCCESS
-        moved = plan.assign or bool(plan.take_from)
-        if moved:
-            move(api, cfg, eni_id, plan, ctx)
-            log.info(
-                "assigned %s to %s (was on %s)",
-                cfg.ip,
-                eni_id,
-                ", ".join(held.holders) or "no network interface",
-            )
-        # The OS side while EC2 completes the move: harmless before AWS delivers the packets.
-        if plan.os_remove_prefix is not None:
-            rt.netlink.del_address(link.index, str(cfg.ip), plan.os_remove_prefix)
-        if plan.os_add:
-            # Recorded first: a start killed right after the add still leaves its own address
-            # recognisable to stop.
-            save_record(ctx, link, cfg.ip, prefix)
-            rt.netlink.add_address(link.index, str(cfg.ip), prefix)
-            log.info("configured %s/%d on %s", cfg.ip, prefix, link.name)
-        if moved:
-            wait_for_aws(api, cfg, eni_id, ctx, with_eip=False)
-            if plan.assign:
-                # An Elastic IP follows a reassigned IPv4 address: look where it points now.
-                eip = describe_eip(api, cfg)
-        ensure_eip(api, cfg, eni_id, eip, ctx)
+        apply(rt, ctx, cfg, seen, todo)
         if not any(a.prefixlen == prefix for a in link_entries(rt, cfg, link)):
             raise GenericError(
                 f"{cfg.ip}/{prefix} did not stay on {cfg.interface} (removed by another program?)"
@@ -213,35 +248,10 @@ def monitor(ctx: Context) -> int:
 
 
 def validate(ctx: Context) -> int:
+    """start's plan in check mode. EC2 has no DryRun for (Un)AssignPrivateIpAddresses and
+    (Un)AssignIpv6Addresses, so those steps are named, not checked; AssociateAddress has."""
     cfg = ctx.config_as(Config)
-    from ipfailover.aws import ec2, instance
-
     with Runtime(ctx, cfg.aws) as rt:
-        link = rt.require_link(cfg.interface)
-        facts = instance.interface_facts(rt.imds, link.mac)
-        check_subnet(rt, cfg, facts)
-        api = rt.api()
-        eni_id = facts.eni_id
-        eni = ec2.describe_eni(api, eni_id)  # the ENI exists and we may describe it
-        if eni.subnet_id and eni.subnet_id != facts.subnet_id:
-            raise ConfigError(
-                f"{eni_id} is in {eni.subnet_id} according to EC2, but in {facts.subnet_id} "
-                "according to the instance metadata"
-            )
-        held = describe_holding(api, cfg.ip)
-        problem = primary_problem(cfg.ip, held)
-        if problem:
-            raise ConfigError(problem)
-        entries = link_entries(rt, cfg, link)
-        if entries:
-            verdict = link_verdict(rt, ctx, cfg, link, entries, held=held, eni_id=eni_id)
-            if verdict.state == PRIMARY:
-                raise ConfigError(verdict.why)
-            if verdict.state == UNSURE:
-                raise GenericError(verdict.why)
-        # EC2 has no DryRun for (Un)AssignPrivateIpAddresses and (Un)AssignIpv6Addresses, so
-        # their permissions cannot be checked without changing something; AssociateAddress has.
-        if cfg.eip_allocation_id is not None:
-            ec2.describe_address(api, cfg.eip_allocation_id)
-            ec2.associate_address(api, cfg.eip_allocation_id, eni_id, str(cfg.ip), dry_run=True)
+        seen = observe(rt, ctx, cfg, check_eni=True)
+        apply(rt, ctx, cfg, seen, plan(seen, cfg.ip), check=True)
     return OCF.SUCCESS

@@ -75,7 +75,7 @@ def describe_eip(api: Api, cfg: Config) -> Optional[Address]:
     return ec2.describe_address(api, cfg.eip_allocation_id)
 
 
-def observe(api: Api, cfg: Config, with_eip: bool) -> tuple[Holding, Optional[Address]]:
+def describe_both(api: Api, cfg: Config, with_eip: bool) -> tuple[Holding, Optional[Address]]:
     """The holder of the address and (``with_eip``) the Elastic IP, read at the same time."""
     if not with_eip or cfg.eip_allocation_id is None:
         return describe_holding(api, cfg.ip), None
@@ -127,7 +127,7 @@ def wait_for_aws(
     """Poll at short intervals until EC2 shows the address (and the EIP) on our ENI."""
     attempt = 0
     while True:
-        held, eip = observe(api, cfg, with_eip)
+        held, eip = describe_both(api, cfg, with_eip)
         problems = aws_problems(cfg.ip, eni_id, held, eip)
         if not problems:
             return held, eip

@@ -1,13 +1,14 @@
 """aws-secip's pure decisions: who holds the address, whether it fits the subnet, whether the
-address on the interface is this node's own (the primary-address guard), the start plan and the
-pacing of the waits.
+address on the interface is this node's own (the primary-address guard), the start plan (the one
+place that says which calls start makes, with whose credentials, and which of them validate-all
+can check with DryRun) and the pacing of the waits.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Union
 
 from ocf_shim import ConfigError
@@ -17,6 +18,7 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 if TYPE_CHECKING:
     from ipfailover.aws.ec2 import Address, Eni
     from ipfailover.config.params import IPAddress
+    from ipfailover.host.netlink import Link
 
 
 POLL_INTERVAL = 0.1  # seconds between DescribeNetworkInterfaces while a move completes
@@ -191,15 +193,54 @@ def primary_verdict(  # noqa: PLR0911 - one rule per fact, in order
     return Verdict(UNSURE, "no fact tells whether it is this node's own address")
 
 
+NO_DRY_RUN = "EC2 has no DryRun for it, so it cannot be checked without changing something"
+
+
+@dataclass(frozen=True)
+class AwsStep:
+    """One EC2 call of start. ``unchecked``: why validate-all cannot check it (None: DryRun)."""
+
+    operation: str
+    eni_id: str  # the network interface it acts on
+    unchecked: Optional[str] = None
+    principal: str = "node"  # whose credentials make the call
+
+
+@dataclass(frozen=True)
+class OsStep:
+    """One change on the interface: "remove" the address with another prefix, or "add" it (and
+    its record). validate-all skips it."""
+
+    change: str
+    prefixlen: int
+
+
+Step = Union[AwsStep, OsStep]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What start and validate-all read before deciding (see aws_apply.observe_all)."""
+
+    link: Link
+    eni_id: str
+    prefix: int  # the prefix length the address gets on the interface
+    held: Holding
+    eip: Optional[Address]  # the Elastic IP, when configured
+    present_prefix: Optional[int]  # the address on the interface, if it is (None: absent)
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What start must change; empty when AWS and the OS are already right."""
+    """What start must change; empty when AWS and the OS are already right. ``steps``: the same
+    decisions as the calls and OS changes they make, in order (derived, so not compared)."""
 
     take_from: tuple[str, ...]  # IPv6: unassign from these ENIs before assigning
     assign: bool  # assign the address to our ENI
     associate_eip: bool  # point the Elastic IP at our ENI and the address
     os_remove_prefix: Optional[int]  # the address is configured with another prefix: remove it
     os_add: bool  # configure the address on the interface
+    steps: tuple[Step, ...] = field(default=(), compare=False)
 
     @property
     def empty(self) -> bool:
@@ -221,13 +262,42 @@ def plan_start(
     if problem:
         raise ConfigError(problem)
     wrong_prefix = os_prefix is not None and os_prefix != want_prefix
+    # IPv6 cannot be reassigned: every other holder must let go first.
+    take_from = held.others(eni_id) if ip.version == 6 else ()
+    assign = not held.held_by(eni_id)
+    os_remove_prefix = os_prefix if wrong_prefix else None
+    os_add = os_prefix is None or wrong_prefix
+    steps: list[Step] = [AwsStep("UnassignIpv6Addresses", h, NO_DRY_RUN) for h in take_from]
+    if assign:
+        operation = "AssignPrivateIpAddresses" if ip.version == 4 else "AssignIpv6Addresses"
+        steps.append(AwsStep(operation, eni_id, NO_DRY_RUN))
+    if os_remove_prefix is not None:
+        steps.append(OsStep("remove", os_remove_prefix))
+    if os_add:
+        steps.append(OsStep("add", want_prefix))
+    if eip is not None:
+        # Made unless the Elastic IP points here once the move is done (a reassigned IPv4
+        # address takes it along): start looks again then; validate-all checks it always.
+        steps.append(AwsStep("AssociateAddress", eni_id))
     return Plan(
-        # IPv6 cannot be reassigned: every other holder must let go first.
-        take_from=held.others(eni_id) if ip.version == 6 else (),
-        assign=not held.held_by(eni_id),
+        take_from=take_from,
+        assign=assign,
         associate_eip=eip is not None and not eip_points_here(eip, eni_id, ip),
-        os_remove_prefix=os_prefix if wrong_prefix else None,
-        os_add=os_prefix is None or wrong_prefix,
+        os_remove_prefix=os_remove_prefix,
+        os_add=os_add,
+        steps=tuple(steps),
+    )
+
+
+def plan(seen: Observation, ip: IPAddress) -> Plan:
+    """start's plan from what start and validate-all observed."""
+    return plan_start(
+        ip,
+        seen.eni_id,
+        seen.held,
+        seen.eip,
+        os_prefix=seen.present_prefix,
+        want_prefix=seen.prefix,
     )
 
 
