@@ -495,6 +495,26 @@ def test_a_record_that_is_a_fifo_is_ignored_without_hanging(lab: Any, rsctmp: Pa
     assert os_state(lab, "a", eni)["rules"] == set()
 
 
+@pytest.mark.parametrize("mode", ["down", "disabled"])
+def test_stop_without_the_metadata_service_removes_the_os_side(
+    lab: Any, rsctmp: Path, mode: str
+) -> None:
+    """No instance id and no credentials: the OS side goes (from the record), and the stop
+    fails with 1 (never 2: ocf_shim/errors.py) because the detach cannot be done."""
+    eni = lab.create_eni(subnet="c")
+    p = params(lab, eni)
+    assert run(lab, "a", "start", p, rsctmp).rc == 0
+    assert os_state(lab, "a", eni)["rules"]
+    lab.set_imds_fault("a", mode)
+    result = run(lab, "a", "stop", p, rsctmp, timeout_ms=10000)
+    lab.set_imds_fault("a", None)
+    assert (result.timed_out, result.rc) == (False, 1)
+    state = os_state(lab, "a", eni)
+    assert state["rules"] == set()
+    assert state["addresses"] == set()
+    assert attachment(lab, eni.id) is not None  # still attached: the next start moves it
+
+
 def test_monitor_api_false_sees_the_link_go(lab: Any, rsctmp: Path) -> None:
     eni = lab.create_eni(subnet="c")
     p = params(lab, eni, monitor_api="false")

@@ -59,7 +59,7 @@ class Runtime:
 
     def region(self) -> str:
         """The parameter's region, or this instance's; known to botocore or reached through
-        the endpoint parameters, and in role_arn's partition (ipfailover.partition)."""
+        the endpoint parameters, and in role_arn's partition (ipfailover.aws.partition)."""
         if self._region is None:
             from ipfailover.aws import instance
             from ipfailover.aws.partition import check_region
@@ -72,9 +72,10 @@ class Runtime:
     def api(self) -> Api:
         if self._api is None:
             from ipfailover.aws.client import connect
+            from ipfailover.host.record import state_dir
 
             # The trimmed EC2 model's cache (botomodel) lives where ocf-shellfuncs keeps state.
-            cache = self.ctx.environ.get("HA_RSCTMP") or "/run/resource-agents"
+            cache = state_dir(self.ctx.environ)
             self._api = connect(
                 self.settings, self.region(), self.ctx.deadline, self.ctx.agent, cache_dir=cache
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .text import encodable
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional, Union
@@ -41,17 +43,6 @@ _BAD_TEXT = frozenset(
     + [chr(c) for c in range(0x7F, 0xA0)]
     + ["\ufffe", "\uffff"]
 )
-
-
-def encodable(text: str) -> bool:
-    """False when ``text`` holds a lone surrogate (what undecodable bytes turn into)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _is_name(name: object) -> bool:

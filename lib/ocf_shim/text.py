@@ -4,8 +4,6 @@ hidden. A leaf: the agent and its watchdog both use it, and it imports neither.
 
 from __future__ import annotations
 
-from .spec import encodable
-
 MAX_REASON_LEN = 512
 EXIT_REASON_PREFIX = "ocf-exit-reason:"
 SECRET_WORDS = ("secret", "token", "password", "key")
@@ -14,6 +12,17 @@ SECRET_WORDS = ("secret", "token", "password", "key")
 # a parameter value or a log line. Lone surrogates (what undecodable bytes in the environment turn
 # into) neither; they are found by failing to encode, which needs no 2048-entry table.
 _CONTROL = dict.fromkeys([*range(32), *range(127, 160), 8232, 8233], " ")
+
+
+def encodable(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate (what undecodable bytes turn into)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def clean(text: str) -> str:

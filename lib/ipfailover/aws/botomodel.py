@@ -8,7 +8,8 @@ another botocore or for older code (fewer operations) is never picked.
 
 "Slower, never wrong": :func:`attach` uses a model only after checking it (it parses, it has
 every operation and every shape they reach); any failure there, or later when botocore builds
-the client from it (``aws.connect``), is a debug record and botocore's own model is used.
+the client from it (``ipfailover.aws.client.connect``), is a debug record and botocore's own
+model is used.
 
 Where the model comes from, first match wins:
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, Optional
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
 
 log = get_log("ipfailover")
 
-# Every EC2 operation of ipfailover.ec2 (a test keeps this list and that module in step).
+# Every EC2 operation of ipfailover.aws.ec2 (a test keeps this list and that module in step).
 OPERATIONS = (
     "AssignIpv6Addresses",
     "AssignPrivateIpAddresses",
@@ -67,6 +69,8 @@ OPERATIONS = (
     "UnassignPrivateIpAddresses",
 )
 # The package-level ipfailover/_models (where `make models` and the RPM build write them).
+MAX_MODEL_BYTES = 32 << 20  # the trimmed model is about 0.1 MB; botocore's whole one ~5 MB
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK
 MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_models")
 CACHE_SUBDIR = "ipfailover-models"  # under HA_RSCTMP
 # Which operations a model holds: part of its directory name.
@@ -139,7 +143,12 @@ def usable(path: str) -> bool:
     """True when the trimmed model under ``path`` parses and serves every operation."""
     try:
         [api_version] = os.listdir(os.path.join(path, "ec2"))
-        with open(os.path.join(path, "ec2", api_version, "service-2.json"), "rb") as stream:
+        # Only a regular file of sane size: a FIFO or a device there would block botocore's read.
+        fd = os.open(os.path.join(path, "ec2", api_version, "service-2.json"), _READ_FLAGS)
+        with os.fdopen(fd, "rb") as stream:
+            info = os.fstat(stream.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_MODEL_BYTES:
+                raise ValueError("not a regular file of at most 32 MiB")
             model = json.load(stream)
         _reachable(model, OPERATIONS)
     except Exception as exc:  # noqa: BLE001 - any failure: botocore's own model instead

@@ -291,15 +291,20 @@ def connect(
             deadline,
             attempt_time=connect_timeout + read_timeout,
         )
-        creds = sts.call(
+        answer = sts.call(
             "AssumeRole",
             RoleArn=settings.role_arn,
             RoleSessionName=f"ipfailover-{agent}-{os.getpid()}"[:64],
             DurationSeconds=900,
-        )["Credentials"]
-        session.set_credentials(
-            creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]
         )
+
+        def assumed() -> None:
+            creds = answer["Credentials"]
+            session.set_credentials(
+                creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]
+            )
+
+        guarded("using the credentials of the assumed role", assumed)
 
     def ec2_client() -> BaseClient:
         return session.create_client(

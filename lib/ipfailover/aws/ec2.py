@@ -1,6 +1,6 @@
 """One small function per EC2 call, returning plain typed views of the answers.
 
-Each function makes exactly one request through :class:`ipfailover.aws.Api`, so the number of
+Each function makes exactly one request through :class:`ipfailover.aws.client.Api`, so the number of
 API calls an action makes can be read off the code. Callers decide what to do with the views.
 """
 

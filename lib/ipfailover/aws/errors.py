@@ -144,10 +144,12 @@ def map_exception(exc: BaseException, doing: str, local_files: bool = False) -> 
     """
     if isinstance(exc, OCFError):
         return exc
-    from botocore import exceptions as bex
-
     name = type(exc).__name__
     detail = f"{name}: {short(exc)}".rstrip(": ")
+    if isinstance(exc, ImportError):  # botocore itself, or a module it needs, is missing
+        return NotInstalledError(f"{doing} failed: software is missing on this node ({detail})")
+    from botocore import exceptions as bex
+
     if isinstance(exc, bex.ClientError):
         body = exc.response.get("Error", {})
         operation = str(getattr(exc, "operation_name", "") or doing)

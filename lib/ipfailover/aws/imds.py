@@ -44,10 +44,14 @@ class Imds:
     ) -> None:
         url = endpoint or os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or DEFAULT_ENDPOINT
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
+        try:
+            port = parts.port or 80
+        except ValueError:  # a port out of range or not a number
+            port = 0
+        if parts.scheme != "http" or not parts.hostname or not port:
             raise ArgsError(f"instance metadata endpoint {url!r} is not an http:// URL")
         self._host = parts.hostname
-        self._port = parts.port or 80
+        self._port = port
         self._deadline = deadline
         self._sleep = sleep
         self._token: Optional[str] = None

@@ -76,7 +76,9 @@ def _table() -> tuple[_Entry, ...]:
 
 def partition_of(region: str) -> Optional[Partition]:
     """The partition this node's botocore puts ``region`` in, or None when it knows none."""
-    table = _table()
+    from ipfailover.aws.errors import guarded
+
+    table = guarded("reading botocore's partitions", _table)
     for entry in table:
         if region in entry.regions:
             return entry.partition

@@ -60,20 +60,6 @@ if TYPE_CHECKING:
 log = get_log("ipfailover")
 
 
-# ----------------------------------------------------------------------------- pure decisions:
-# ----------------------------------------------------------------------------- the AWS side
-# ----------------------------------------------------------------------------- pure decisions:
-# ----------------------------------------------------------------------------- the OS side
-# ----------------------------------------------------------------------------- the record
-# What start configured, so that monitor (monitor_api=false, or EC2 unreachable) and stop (EC2
-# unreachable) know the ENI's MAC and addresses without asking EC2. Per ENI and instance, in the
-# resource agents' runtime directory (tmpfs: gone after a reboot, as the OS configuration is).
-
-# ----------------------------------------------------------------------------- effects: AWS
-# ----------------------------------------------------------------------------- effects: the OS
-# ----------------------------------------------------------------------------- handlers
-
-
 @dataclass(frozen=True)
 class Observation:
     instance_id: str
@@ -170,7 +156,19 @@ def stop(ctx: Context) -> int:
     from ipfailover.aws import instance
 
     with Runtime(ctx, cfg.aws) as rt:
-        instance_id = instance.instance_id(rt.imds)
+        try:
+            instance_id = instance.instance_id(rt.imds)
+        except OCFError as exc:
+            # Without the metadata service there are no credentials for EC2 either: remove the
+            # OS side from the record, then say that the detach could not be done (1).
+            record = any_record(ctx.environ, cfg.eni_id)
+            if record is not None:
+                release_os(rt.netlink, cfg, record.mac, record.ips)
+            raise GenericError(
+                f"{'removed' if record else 'without a record, left'} the OS configuration of "
+                f"{cfg.eni_id}, but cannot tell whether it is still attached here: this "
+                f"instance's id is unknown ({exc.reason})"
+            ) from None
         path = record_path(ctx.environ, cfg.eni_id, instance_id)
         record = load_record(path, cfg.eni_id)
         # The OS side first, from what start recorded: it goes whatever EC2 says or does.

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from ipfailover.eni.declaration import NAME
 from ipfailover.eni.os_plan import EniFacts
 from ocf_shim import Context, GenericError
-
-if TYPE_CHECKING:
-    pass
 
 
 def record_path(environ: Mapping[str, str], eni_id: str, instance_id: str) -> str:

@@ -41,7 +41,7 @@ from ipfailover.host.rtnl import (
     NetlinkSocket,
     route_socket,
 )
-from ocf_shim import Deadline, GenericError
+from ocf_shim import Deadline, GenericError, NotInstalledError
 
 IFF_UP = 0x1
 IFA_F_SECONDARY = 0x01  # IPv4: another address of the same subnet and prefix came first
@@ -156,11 +156,18 @@ class Netlink(DumpReader):
     @property
     def _ipr(self) -> Any:
         if self._iproute is None:
-            from pyroute2 import IPRoute
-            from pyroute2.netlink.exceptions import NetlinkError
-
+            try:
+                from pyroute2 import IPRoute
+                from pyroute2.netlink.exceptions import NetlinkError
+            except ImportError as exc:
+                raise NotInstalledError(
+                    f"pyroute2 cannot be imported on this node: {exc}; install python3-pyroute2"
+                ) from None
             self._error = NetlinkError
-            self._iproute = IPRoute()
+            try:
+                self._iproute = IPRoute()
+            except OSError as exc:
+                raise GenericError(f"could not open a netlink socket for changes: {exc}") from None
         return self._iproute
 
     def prepare_changes(self) -> None:
@@ -179,6 +186,8 @@ class Netlink(DumpReader):
             if getattr(exc, "code", None) in ok_codes:
                 return False
             raise GenericError(f"could not {what}: {exc}") from None
+        except OSError as exc:  # the socket itself: a timeout, a closed or broken handle
+            raise GenericError(f"could not {what}: {type(exc).__name__}: {exc}") from None
         return True
 
     # ------------------------------------------------------------------------- links

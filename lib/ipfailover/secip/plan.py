@@ -220,7 +220,7 @@ Step = Union[AwsStep, OsStep]
 
 @dataclass(frozen=True)
 class Observation:
-    """What start and validate-all read before deciding (see aws_apply.observe_all)."""
+    """What start and validate-all read before deciding (see secip.actions.observe)."""
 
     link: Link
     eni_id: str
