@@ -11,14 +11,7 @@ from collections.abc import Callable
 from typing import Optional, TypeVar
 
 from ipfailover.aws.retry import PERMISSION_CODES
-from ocf_shim import (
-    ArgsError,
-    ConfigError,
-    GenericError,
-    NotInstalledError,
-    OCFError,
-    PermError,
-)
+from ocf_shim import ArgsError, ConfigError, GenericError, NotInstalledError, OCFError, PermError
 
 # Errors of the AWS side that mean "this configuration cannot work": exit 6.
 _CONFIG_SUFFIXES = (".NotFound", ".Malformed")

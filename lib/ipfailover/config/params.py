@@ -8,6 +8,7 @@ so nothing a user typed can forge log lines or exit reasons.
 
 from __future__ import annotations
 
+from ipfailover import __version__
 from ipfailover.config.syntax import (
     PATH_MAX,
     address_text,
@@ -23,16 +24,14 @@ from ipfailover.config.syntax import (
     parse_url,
     quote,
 )
-from ocf_shim import ActionSpec, ConfigError, Parameter, lazy_handler
+from ocf_shim import ActionSpec, Agent, ConfigError, Parameter, lazy_handler
 
 # No dataclasses or typing at run time: the syntax check imports this module.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ipaddress
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Optional, Union
-
-    from ocf_shim import Handler
 
     IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
     Value = Union[str, int, bool, None]
@@ -248,21 +247,39 @@ MONITOR_API_PARAMETER = Parameter(
 )
 
 
-def standard_actions(
-    start: int, stop: int, monitor: int = 20, interval: int = 10
-) -> tuple[ActionSpec, ...]:
-    """The action list every agent advertises; no reload, no migration."""
-    return (
-        ActionSpec("start", timeout=start),
-        ActionSpec("stop", timeout=stop),
-        ActionSpec("monitor", timeout=monitor, interval=interval, depth=0),
-        ActionSpec("validate-all", timeout=20),
-        ActionSpec("meta-data", timeout=5),
-    )
-
-
-def standard_handlers(module: str) -> dict[str, Handler]:
-    """The handlers of the standard actions: the functions start, stop, monitor and validate of
-    ``module``, imported when an action runs (the declaration stays cheap to import)."""
+def declare(
+    declaration: str,
+    *,
+    name: str,
+    shortdesc: str,
+    longdesc: str,
+    parameters: Sequence[Parameter],
+    parse: Callable[[Mapping[str, Value]], object],
+    start: int,
+    stop: int,
+) -> Agent:
+    """An agent of this package as they are all declared: the standard actions (no reload, no
+    migration; monitor every 10 s), whose handlers are the functions start, stop, monitor and
+    validate of the ``actions`` module next to ``declaration`` (the declaration's ``__name__``),
+    imported only when an action runs, so that the declaration stays cheap to import: meta-data,
+    usage and the syntax check (validate-all at OCF_CHECK_LEVEL=0, or bad input in any action)
+    load no client, and ipaddress and re only once a value is checked."""
+    actions = declaration.rsplit(".", 1)[0] + ".actions"
     functions = {"start": "start", "stop": "stop", "monitor": "monitor", "validate-all": "validate"}
-    return {action: lazy_handler(module, function) for action, function in functions.items()}
+    return Agent(
+        name=name,
+        version=__version__,
+        shortdesc=shortdesc,
+        longdesc=longdesc,
+        parameters=parameters,
+        actions=(
+            ActionSpec("start", timeout=start),
+            ActionSpec("stop", timeout=stop),
+            ActionSpec("monitor", timeout=20, interval=10, depth=0),
+            ActionSpec("validate-all", timeout=20),
+            ActionSpec("meta-data", timeout=5),
+        ),
+        handlers={action: lazy_handler(actions, f) for action, f in functions.items()},
+        logger="ipfailover",
+        config=parse,
+    )

@@ -1,9 +1,5 @@
-"""aws-eni's declaration: parameters, their checks, and the agent.
-
-Cheap to import on purpose (no client; ipaddress and re only once a value is checked): meta-data,
-usage and a syntax check (validate-all with OCF_CHECK_LEVEL=0, or bad input in any action) need
-nothing else. The actions
-live in :mod:`ipfailover.eni.actions`, imported when one runs.
+"""aws-eni declared: parameters (the ENI, its device index, policy routing), their checks and the
+agent. Its actions (:mod:`ipfailover.eni.actions`) are imported only when an action runs.
 """
 
 from __future__ import annotations
@@ -11,15 +7,14 @@ from __future__ import annotations
 from ipfailover.config.params import (
     AWS_PARAMETERS,
     MONITOR_API_PARAMETER,
+    declare,
     flag,
     integer,
     parse_aws_settings,
     parse_ipv6_gateway,
-    standard_actions,
-    standard_handlers,
 )
 from ipfailover.config.syntax import parse_id
-from ocf_shim import Agent, ConfigError, Parameter
+from ocf_shim import ConfigError, Parameter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -211,14 +206,13 @@ def parse_config(params: Mapping[str, Value]) -> Config:
     )
 
 
-AGENT = Agent(
+AGENT = declare(
+    __name__,
     name=NAME,
-    version="0.1.0",
     shortdesc="Elastic Network Interface moved to the active node, with policy routing",
     longdesc=LONGDESC,
     parameters=PARAMETERS,
-    actions=standard_actions(start=60, stop=60, monitor=20, interval=10),
-    handlers=standard_handlers("ipfailover.eni.actions"),
-    logger="ipfailover",
-    config=parse_config,
+    parse=parse_config,
+    start=60,
+    stop=60,
 )

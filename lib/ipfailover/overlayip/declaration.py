@@ -1,9 +1,5 @@
-"""aws-overlayip's declaration: parameters, their checks, and the agent.
-
-Cheap to import on purpose (no client; ipaddress and re only once a value is checked): meta-data,
-usage and a syntax check (validate-all with OCF_CHECK_LEVEL=0, or bad input in any action) need
-nothing else. The actions
-live in :mod:`ipfailover.overlayip.actions`, imported when one runs.
+"""The declaration of aws-overlayip: its parameters, ``parse_config`` and ``AGENT``. Start, stop,
+monitor and validate-all live in :mod:`ipfailover.overlayip.actions`, loaded when one runs.
 """
 
 from __future__ import annotations
@@ -12,10 +8,9 @@ from ipfailover.config.params import (
     AWS_PARAMETERS,
     MONITOR_API_PARAMETER,
     HasAddress,
+    declare,
     flag,
     parse_aws_settings,
-    standard_actions,
-    standard_handlers,
 )
 from ipfailover.config.syntax import (
     parse_choice,
@@ -25,7 +20,7 @@ from ipfailover.config.syntax import (
     parse_tag,
     quote,
 )
-from ocf_shim import Agent, ConfigError, Parameter
+from ocf_shim import ConfigError, Parameter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -186,14 +181,13 @@ def parse_config(params: Mapping[str, Value]) -> Config:
     )
 
 
-AGENT = Agent(
+AGENT = declare(
+    __name__,
     name=NAME,
-    version="0.1.0",
     shortdesc="Overlay IP address routed to the active node through VPC route tables",
     longdesc=LONGDESC,
     parameters=PARAMETERS,
-    actions=standard_actions(start=30, stop=20, monitor=20, interval=10),
-    handlers=standard_handlers("ipfailover.overlayip.actions"),
-    logger="ipfailover",
-    config=parse_config,
+    parse=parse_config,
+    start=30,
+    stop=20,
 )

@@ -1,9 +1,6 @@
-"""aws-secip's declaration: parameters, their checks, and the agent.
-
-Cheap to import on purpose (no client; ipaddress and re only once a value is checked): meta-data,
-usage and a syntax check (validate-all with OCF_CHECK_LEVEL=0, or bad input in any action) need
-nothing else. The actions
-live in :mod:`ipfailover.secip.actions`, imported when one runs.
+"""aws-secip's parameters and their checks (``parse_config``), and its ``AGENT``; the actions
+are in :mod:`ipfailover.secip.actions`. What a declaration may import: see
+:func:`ipfailover.config.params.declare`.
 """
 
 from __future__ import annotations
@@ -12,13 +9,12 @@ from ipfailover.config.params import (
     AWS_PARAMETERS,
     MONITOR_API_PARAMETER,
     HasAddress,
+    declare,
     flag,
     parse_aws_settings,
-    standard_actions,
-    standard_handlers,
 )
 from ipfailover.config.syntax import address_version, parse_id, parse_interface, parse_ip, quote
-from ocf_shim import Agent, ConfigError, Parameter
+from ocf_shim import ConfigError, Parameter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -181,14 +177,13 @@ def parse_config(params: Mapping[str, Value]) -> Config:
     )
 
 
-AGENT = Agent(
+AGENT = declare(
+    __name__,
     name=NAME,
-    version="0.1.0",
     shortdesc="Secondary private IP address moved to the active node's network interface",
     longdesc=LONGDESC,
     parameters=PARAMETERS,
-    actions=standard_actions(start=30, stop=30, monitor=20, interval=10),
-    handlers=standard_handlers("ipfailover.secip.actions"),
-    logger="ipfailover",
-    config=parse_config,
+    parse=parse_config,
+    start=30,
+    stop=30,
 )
