@@ -69,3 +69,19 @@ def test_a_cached_model_that_is_a_fifo_is_not_used_and_does_not_block(tmp_path: 
     began = time.monotonic()
     assert not botomodel.usable(str(tmp_path))
     assert time.monotonic() - began < 2
+
+
+@pytest.mark.parametrize(
+    ("budget", "timeout", "attempts"), [(20.0, 2.0, 3), (8.0, 1.2, 2), (3.0, 1.0, 1)]
+)
+def test_botocores_credential_fetch_gets_attempts_within_the_budget(
+    budget: float, timeout: float, attempts: int
+) -> None:
+    """botocore's default (one attempt of 1 s) reads a busy metadata service as "no
+    credentials"; the agents give it up to 3 attempts of up to 2 s, in a third of the time left."""
+    from ipfailover.aws.client import imds_credential_fetch
+
+    deadline = Deadline(budget, clock=lambda: 0.0)
+    got = imds_credential_fetch(deadline)
+    assert got == (pytest.approx(timeout), attempts)
+    assert got[0] * got[1] <= max(1.0, deadline.remaining() / 3)

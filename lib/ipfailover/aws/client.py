@@ -162,6 +162,14 @@ class Api:
         raise GenericError(f"EC2 {operation} with DryRun=true made the change instead of checking")
 
 
+def imds_credential_fetch(deadline: Deadline) -> tuple[float, int]:
+    """Timeout and attempts of botocore's own fetch of the role's credentials from the metadata
+    service: up to 3 attempts of up to 2 s, within a third of the time left."""
+    share = deadline.remaining() / 3
+    attempts = 3 if share >= 3.0 else 2 if share >= 2.0 else 1
+    return max(1.0, min(2.0, share / attempts)), attempts
+
+
 def client_timeouts(deadline: Deadline) -> tuple[float, float]:
     """Connect and read timeouts that leave room for retries inside the remaining budget."""
     remaining = deadline.remaining()
@@ -261,6 +269,12 @@ def connect(
     configured_bundle = guarded(reading, lambda: session.get_config_variable("ca_bundle"))
     if not settings.ca_bundle and configured_bundle:
         check_ca_bundle(str(configured_bundle), "ca_bundle of the AWS configuration")
+    # botocore asks the metadata service for the instance role's credentials once, with a 1 s
+    # timeout: a busy or throttled metadata service then reads as "no credentials". Give it the
+    # attempts and the time our own client gets, inside the action's budget.
+    timeout, attempts = imds_credential_fetch(deadline)
+    session.set_config_variable("metadata_service_timeout", timeout)
+    session.set_config_variable("metadata_service_num_attempts", attempts)
     credentials = guarded("resolving AWS credentials", session.get_credentials, local_files=True)
     if credentials is None:
         raise GenericError(NO_CREDENTIALS)
