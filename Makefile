@@ -13,7 +13,7 @@ APT_PACKAGES := pacemaker pacemaker-cli-utils corosync crmsh pcs resource-agents
 	rpm rpmlint libxml2-utils xsltproc python3-boto3 python3-pyroute2 python3-venv iproute2 \
 	awscli man-db groff-base procps time
 
-.PHONY: deps venv models lint typecheck check test demo bench clean rpm faults compat
+.PHONY: deps venv models lint typecheck check test demo bench clean rpm faults compat bench-scale demo-compare bench-watch
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -55,8 +55,10 @@ test: deps venv models lint
 	$(PY) -m compat
 
 # The compatibility matrix (tests/compat): the agent-process tests of all three agents with the
-# agents running under each supported stack (RHEL 9's floor, Debian 12's python3, current PyPI),
-# each in a virtual environment under .compat/ made from the interpreters found on this machine.
+# agents running under each supported stack (RHEL 9's floor, Debian 12's python3, SLES 15's
+# python311, RHEL 10, current PyPI), each but Debian's in a virtual environment under .compat/
+# made from the interpreters found on this machine: stand-ins at the distributions' versions.
+# About a minute of CPU per row; `python -m compat --subset ROW` runs one row's short subset.
 compat: deps venv models
 	$(PY) -m compat
 
@@ -65,6 +67,27 @@ demo: deps venv models
 
 bench: deps venv models
 	$(PY) -m lab.bench
+
+# The cost of watching (issue 16): 30 resources as crm-examples/ configure them (monitor_api=deep:
+# the OS-side monitor every 10 s, the AWS check every 120 s) monitored on schedule for 10 minutes;
+# CPU per monitor, average cores, against a bare Python start. BENCH_WATCH_ARGS: e.g.
+# "--duration 60" for a smoke run, "--param routing_table_role=arn:..." for the routing role.
+BENCH_WATCH_ARGS ?=
+bench-watch: deps venv models
+	$(PY) -m lab.bench_watch $(BENCH_WATCH_ARGS)
+
+# Failover at scale (issue 16): 30 resources back after a fenced crash (AWS's buckets with
+# Pacemaker's defaults, then with load-threshold raised; small buckets), and one overlay IP over
+# 100 route tables; each time beside its two floors. About 20 minutes on two cores.
+bench-scale: deps venv models
+	$(PY) -m lab.bench_scale
+
+# The demo's cluster scenarios with our agents and with the incumbents as the SUSE and Red Hat
+# guides configure them: both outage tables, the ratios, and docs/outage-compare.png
+# (matplotlib: the `plot` extra, a development dependency only).
+demo-compare: deps venv models
+	$(VENV)/bin/pip install -q -e '.[plot]'
+	$(PY) -m lab.compare
 
 clean:
 	rm -rf $(VENV) .compat build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

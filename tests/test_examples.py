@@ -52,10 +52,13 @@ FENCING = "fence_aws"
 TOOLS = ("crm", "pcs")
 
 # What a correct example may print: a scratch CIB has no nodes, hence no quorum; pcs reminds
-# of resources' own values every time it changes resource defaults.
+# of resources' own values every time it changes resource defaults. crmsh 4.4's list of meta
+# attributes predates Pacemaker 2.1.3's allow-unhealthy-nodes (aws-health's clone needs it):
+# crmsh warns and writes it; Pacemaker's schema and crm_verify know it.
 EXPECTED_WARNINGS = (
     "Fencing and resource management disabled due to lack of quorum",
     "Warning: Defaults do not apply to resources which override them with their own defined",
+    "unknown attribute 'allow-unhealthy-nodes'",
 )
 
 pytestmark = pytest.mark.skipif(
@@ -352,6 +355,7 @@ def ipfailover_primitives(root: ET.Element) -> dict[str, dict[str, Any]]:
                     op.get("role", ""),
                     seconds(op.get("interval", "0")),
                     seconds(op.get("timeout", "0")),
+                    _nvpairs(op, "instance_attributes").get("OCF_CHECK_LEVEL", "0"),
                 )
                 for op in prim.findall("operations/op")
             ),
@@ -379,14 +383,21 @@ def test_our_resources_match_the_meta_data(loader: Loader, tool: str, example: s
         params = metadata_parameters(xml)
         assert set(prim["params"]) <= set(params), rid
         assert {p for p, a in params.items() if a["required"] == "1"} <= set(prim["params"]), rid
-        ops = {name: (interval, timeout) for name, _, interval, timeout in prim["ops"]}
+        # An op per meta-data action, by name and interval; a monitor of depth N with
+        # OCF_CHECK_LEVEL=N (the deep monitor of monitor_api=deep).
+        ops = {
+            (name, interval): (timeout, level) for name, _, interval, timeout, level in prim["ops"]
+        }
         for action in metadata_actions(xml):
             if action["name"] not in ("start", "stop", "monitor"):
                 continue
-            assert action["name"] in ops, f"{rid}: no {action['name']} op"
-            interval, timeout = ops[action["name"]]
+            key = (action["name"], seconds(action.get("interval", "0")))
+            assert key in ops, f"{rid}: no {action['name']} op every {key[1]:g}s"
+            timeout, level = ops[key]
             assert timeout >= seconds(action["timeout"]), f"{rid}: {action['name']} timeout"
-            assert interval == seconds(action.get("interval", "0")), f"{rid}: {action['name']}"
+            assert level == action.get("depth", "0"), f"{rid}: {key}: OCF_CHECK_LEVEL"
+        if "monitor_api" in params:  # the IP agents (aws-health has no AWS side to watch)
+            assert prim["params"].get("monitor_api") == "deep", f"{rid}: monitor_api=deep"
 
 
 @pytest.mark.parametrize("stem", sorted({Path(e).stem for _, e in _examples_with_our_agents()}))
@@ -492,3 +503,37 @@ def test_examples_name_what_we_do_not_ship() -> None:
         }
         if others:
             assert re.search(r"not (part of|shipped by) ipfailover-agents", text, re.I), example
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+@pytest.mark.parametrize("strategy", ["migrate-on-red", "custom"])
+def test_aws_health_examples(loader: Loader, tool: str, strategy: str) -> None:
+    """The clone has allow-unhealthy-nodes=true (on the clone), the strategy is set; with custom,
+    a -INFINITY rule on #health-aws red names the resource; the API check is a finite preference
+    below the resource's stickiness."""
+    example = f"aws-health{'-custom' if strategy == 'custom' else ''}.{tool}"
+    _skip_unavailable(loader, example)
+    root = loader.cib(tool, example)
+    clone = _clone_of(root, "aws-health")
+    assert _nvpairs(clone, "meta_attributes").get("allow-unhealthy-nodes") == "true"
+    (health,) = clone.findall("primitive")
+    assert "allow-unhealthy-nodes" not in _nvpairs(health, "meta_attributes")
+    props = {
+        nv.get("name"): nv.get("value") for nv in root.iterfind("configuration/crm_config//nvpair")
+    }
+    assert props.get("node-health-strategy") == strategy
+    ip = _by_id(root, "primitive")["rsc_ip_app"]
+    stickiness = int(_nvpairs(ip, "meta_attributes")["resource-stickiness"])
+    rules: dict[tuple[Optional[str], ...], Optional[str]] = {}
+    for location in root.iter("rsc_location"):
+        assert location.get("rsc") == "rsc_ip_app"
+        for rule in location.iter("rule"):
+            (expression,) = rule.findall("expression")
+            key = tuple(expression.get(k) for k in ("attribute", "operation", "value"))
+            rules[key] = rule.get("score")
+    api = rules.pop(("aws-api-ok", "eq", "0"))
+    assert api is not None and 0 < -int(api) < stickiness
+    if strategy == "custom":
+        assert rules == {("#health-aws", "eq", "red"): "-INFINITY"}
+    else:
+        assert rules == {}

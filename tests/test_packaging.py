@@ -276,6 +276,119 @@ def test_noarch_dependencies_and_no_scriptlets(build: Build) -> None:
     assert rpm_query(build.rpm, "--queryformat", "%{LICENSE}") == "GPL-2.0-or-later"
 
 
+# -- Each distribution's flavour: the spec rendered with its macros ---------------------------
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """What a distribution's build of the spec must ask for."""
+
+    python: str  # the agents' interpreter (their first line)
+    sitelib: str  # where the Python packages go
+    requires: frozenset[str]
+    recommends: frozenset[str] = frozenset()
+
+
+DEFAULT = frozenset({"python(abi) >= 3.9", "python3-boto3", "python3-pyroute2 >= 0.7.2"})
+PYTHON311 = Flavour(
+    "/usr/bin/python3.11",
+    "/usr/lib/python3.11/site-packages",
+    frozenset({"python311", "python(abi) = 3.11", "python311-boto3"}),
+    frozenset({"python311-pyroute2 >= 0.7.2"}),
+)
+
+
+def _python_macros(version: str) -> dict[str, str]:
+    """What the distribution's Python RPM macros define (SUSE's and Red Hat's alike)."""
+    return {
+        "__python3": "/usr/bin/python3",
+        "python3_pkgversion": "3",
+        "python3_sitelib": f"/usr/lib/python{version}/site-packages",
+    }
+
+
+# (the distribution's macros, what its build asks for). SLES 15's own macros point at its
+# python3, 3.6: the spec must override them.
+DISTRIBUTIONS: dict[str, tuple[dict[str, str], Flavour]] = {
+    "rhel9": (
+        {"rhel": "9", "dist": ".el9", **_python_macros("3.9")},
+        Flavour("/usr/bin/python3", "/usr/lib/python3.9/site-packages", DEFAULT),
+    ),
+    "rhel10": (
+        {"rhel": "10", "dist": ".el10", **_python_macros("3.12")},
+        Flavour("/usr/bin/python3", "/usr/lib/python3.12/site-packages", DEFAULT),
+    ),
+    "fedora": (
+        {"fedora": "42", "dist": ".fc42", **_python_macros("3.13")},
+        Flavour("/usr/bin/python3", "/usr/lib/python3.13/site-packages", DEFAULT),
+    ),
+    "sles15sp5": (
+        {"suse_version": "1500", "sle_version": "150500", **_python_macros("3.6")},
+        PYTHON311,
+    ),
+    "sles15sp7": (
+        {"suse_version": "1500", "sle_version": "150700", **_python_macros("3.6")},
+        PYTHON311,
+    ),
+    "leap15.6": (
+        {
+            "suse_version": "1500",
+            "sle_version": "150600",
+            "is_opensuse": "1",
+            **_python_macros("3.6"),
+        },
+        PYTHON311,
+    ),
+    "sles16": (
+        {"suse_version": "1600", "sle_version": "160000", **_python_macros("3.13")},
+        Flavour("/usr/bin/python3", "/usr/lib/python3.13/site-packages", DEFAULT),
+    ),
+    "tumbleweed": (
+        {"suse_version": "1699", "is_opensuse": "1", **_python_macros("3.13")},
+        Flavour("/usr/bin/python3", "/usr/lib/python3.13/site-packages", DEFAULT),
+    ),
+}
+
+
+def rpmspec(macros: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    defines = [arg for k, v in macros.items() for arg in ("--define", f"{k} {v}")]
+    return run(["rpmspec", *defines, *args, str(SPEC)], timeout=60)
+
+
+def _deps(macros: dict[str, str], tag: str) -> set[str]:
+    proc = rpmspec(macros, "-q", "--queryformat", f"[%{{{tag}NEVRS}}\n]")
+    assert proc.returncode == 0, proc.stderr
+    return {" ".join(line.split()) for line in proc.stdout.splitlines() if line.strip()}
+
+
+@pytest.mark.skipif(bool(_missing("rpmspec")), reason="rpmspec is missing")
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+def test_each_distribution_gets_its_python_and_packages(distribution: str) -> None:
+    macros, flavour = DISTRIBUTIONS[distribution]
+    assert _deps(macros, "REQUIRE") == flavour.requires
+    assert _deps(macros, "RECOMMEND") == flavour.recommends
+    proc = rpmspec(macros, "-P")
+    assert proc.returncode == 0, proc.stderr
+    rendered = proc.stdout
+    # The agents' first line is rewritten to the flavour's interpreter, which also builds them.
+    assert f"sed -i '1s|^#!.*$|#!{flavour.python}|'" in rendered
+    assert f"{flavour.python} packaging/metadata2man.py" in rendered
+    assert re.search(rf"^install -d -m 0755 \S*{re.escape(flavour.sitelib)}$", rendered, re.M)
+    assert f"BuildRequires:  python{'311' if flavour is PYTHON311 else '3'}-botocore" in rendered
+
+
+@pytest.mark.skipif(bool(_missing("rpmspec")), reason="rpmspec is missing")
+@pytest.mark.parametrize("sle_version", ["150400", "150300"])
+def test_sles_15_before_sp5_is_refused_at_build_time(sle_version: str) -> None:
+    """SP4 and older (and Leap 15.4 and older): their python3 is 3.6, the python311 stack is
+    the SP5 one; no package that installs but cannot run."""
+    proc = rpmspec(
+        {"suse_version": "1500", "sle_version": sle_version, **_python_macros("3.6")}, "-P"
+    )
+    assert proc.returncode != 0
+    assert "SLES 15 SP4" in proc.stderr
+
+
 @needs_rpm
 def test_rpmlint_reports_no_errors(build: Build) -> None:
     summary = re.search(r"(\d+) errors, (\d+) warnings", build.rpmlint)

@@ -171,7 +171,8 @@ def test_an_interface_missing_here_is_2_not_6(lab: Any) -> None:
         ({"ca_bundle": "/" + "a" * 4095}, 6),
         ({"ca_bundle": "etc/ssl/ca.pem"}, 6),
         ({"proxy": "http://user:p%40ss@proxy.example:3128"}, 0),
-        ({"proxy": "http://ha-agent@[2001:db8::3]:3128"}, 0),
+        ({"proxy": "http://ha-agent:pw@[2001:db8::3]:3128"}, 0),
+        ({"proxy": "http://ha-agent@[2001:db8::3]:3128"}, 6),  # no password: botocore sends none
         ({"proxy": "http://user:p%4@proxy:3128"}, 6),
         ({"proxy": "http://us er@proxy:3128"}, 6),
         ({"endpoint_url": "https://user@ec2.eu-central-1.amazonaws.com"}, 6),

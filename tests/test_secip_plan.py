@@ -284,7 +284,7 @@ def test_parse_config_defaults() -> None:
     assert cfg.cidr_netmask is None  # the subnet's prefix length, found at start
     assert cfg.eip_allocation_id is None
     assert cfg.unassign_on_stop is True
-    assert cfg.monitor_api is True
+    assert cfg.monitor_api == "true"
     assert cfg.aws.endpoint_url is None
 
 
@@ -308,7 +308,7 @@ def test_parse_config_explicit_values() -> None:
         32,
         "eipalloc-0123456789abcdef0",
     )
-    assert (cfg.unassign_on_stop, cfg.monitor_api) == (False, False)
+    assert (cfg.unassign_on_stop, cfg.monitor_api) == (False, "false")
     v6 = secip_agent.parse_config(params(ip="2001:DB8:0:1::50", cidr_netmask="128"))
     assert (v6.version, v6.cidr_netmask, str(v6.ip)) == (6, 128, "2001:db8:0:1::50")
     assert secip_agent.parse_config(params(cidr_netmask="")).cidr_netmask is None
@@ -376,7 +376,7 @@ def test_metadata_declares_the_parameters_and_defaults() -> None:
     assert defaults["interface"] == ("string", "eth0")
     assert defaults["cidr_netmask"] == ("integer", None)
     assert defaults["unassign_on_stop"] == ("boolean", "true")
-    assert defaults["monitor_api"] == ("boolean", "true")
+    assert defaults["monitor_api"] == ("string", "true")  # true, deep or false
     assert defaults["elastic_ip_allocation_id"] == ("string", None)
     for name in ("region", "profile", "role_arn", "endpoint_url", "proxy", "ca_bundle"):
         assert name in found

@@ -2,25 +2,37 @@
 
 An agent action opens a :class:`Runtime`, asks it for the metadata service, the netlink handle and
 the EC2 API, and never creates any of them itself: one choke point per kind of side effect.
-Nothing heavy is imported until it is asked for, so meta-data and syntax checks stay cheap.
+Nothing heavy is imported until it is asked for, so meta-data, syntax checks and the OS-only
+monitor stay cheap: this module imports no typing, threads or AWS module at run time.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Optional, TypeVar
-
-from ipfailover.config.params import AwsSettings
+from ipfailover.config.params import DEEP_CHECK_LEVEL, MONITOR_API_DEEP, AwsSettings
 from ocf_shim import OCF, ArgsError, Context, GenericError, OCFError, get_log
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Callable, Optional, TypeVar
+
     from ipfailover.aws.client import Api
     from ipfailover.aws.imds import Imds
     from ipfailover.host.netlink import Link, Netlink
 
-T = TypeVar("T")
-R = TypeVar("R")
+    T = TypeVar("T")
+    R = TypeVar("R")
+
 log = get_log("ipfailover")
+
+
+def aws_check_due(ctx: Context, monitor_api: str) -> bool:
+    """Whether this monitor checks the AWS side, for the monitor_api parameter ("true", "false"
+    or MONITOR_API_DEEP, ipfailover.config.params): always, never, or in the deep monitor only
+    (OCF_CHECK_LEVEL >= DEEP_CHECK_LEVEL) and in probes, where the state the cluster starts from
+    is decided (rare: their cost does not matter)."""
+    if monitor_api == MONITOR_API_DEEP:
+        return ctx.is_probe or ctx.check_level >= DEEP_CHECK_LEVEL
+    return monitor_api != "false"
 
 
 class Runtime:
@@ -31,6 +43,7 @@ class Runtime:
         self._netlink: Optional[Netlink] = None
         self._api: Optional[Api] = None
         self._region: Optional[str] = None
+        self._assumed: dict[tuple[str, Optional[str]], Api] = {}
 
     def __enter__(self) -> Runtime:
         return self
@@ -81,6 +94,15 @@ class Runtime:
             )
         return self._api
 
+    def assumed_api(self, role_arn: str, external_id: Optional[str], what: str) -> Api:
+        """The EC2 API with the credentials of ``role_arn`` (assumed once per action, with this
+        node's credentials or role_arn's); ``what`` names the role in reasons."""
+        key = (role_arn, external_id)
+        api = self._assumed.get(key)
+        if api is None:
+            api = self._assumed[key] = self.api().assume(role_arn, external_id, what)
+        return api
+
     def require_link(self, name: str) -> Link:
         """The named interface; its absence is a problem of this host only (exit 2)."""
         link = self.netlink.link_by_name(name)
@@ -92,7 +114,8 @@ class Runtime:
         return link
 
     def api_calls(self) -> int:
-        return self._api.calls if self._api is not None else 0
+        apis = [self._api, *self._assumed.values()] if self._api is not None else []
+        return sum(api.calls for api in apis)
 
 
 def cannot_be_read(exc: OCFError) -> bool:
@@ -134,5 +157,7 @@ def run_parallel(function: Callable[[T], R], items: list[T], workers: int = 8) -
     """
     if len(items) <= 1:
         return [function(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
         return list(pool.map(function, items))

@@ -20,7 +20,7 @@ from .errors import (
 )
 from .log import Log, get_log
 from .spec import ActionSpec, Parameter
-from .text import redact
+from .text import hide_userinfo, redact
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ __all__ = [
     "UnimplementedError",
     "check_level",
     "get_log",
+    "hide_userinfo",
     "lazy_handler",
     "parse_bool",
     "redact",

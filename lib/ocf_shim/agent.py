@@ -14,7 +14,7 @@ from .deadline import MAX_BUDGET_MS, Deadline
 from .errors import KNOWN_CODES, OCF, ConfigError, GenericError, OCFError, parse_bool
 from .log import DEBUG, get_log
 from .spec import check_text
-from .text import EXIT_REASON_PREFIX, clean, one_line, redact, show
+from .text import EXIT_REASON_PREFIX, clean, hide_userinfo, one_line, redact, show
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,11 +40,14 @@ STOP_NEVER = frozenset({OCF.ERR_ARGS, OCF.ERR_INSTALLED, OCF.ERR_CONFIGURED, OCF
 
 class Context:
     """What a handler gets: the action, its parameters (and the agent's parsed ``config``, when
-    the agent declares a parser), its deadline and its log."""
+    the agent declares a parser), its deadline, its log and its OCF check level (0 when unset:
+    a monitor operation's ``OCF_CHECK_LEVEL`` attribute, the ``depth`` of the meta-data's
+    monitor actions)."""
 
     __slots__ = (
         "action",
         "agent",
+        "check_level",
         "config",
         "deadline",
         "environ",
@@ -68,6 +71,7 @@ class Context:
         resource: str,
         environ: Mapping[str, str],
         config: object = None,
+        check_level: int = 0,
     ) -> None:
         self.agent = agent
         self.action = action
@@ -79,6 +83,7 @@ class Context:
         self.is_probe = is_probe
         self.resource = resource
         self.environ = environ
+        self.check_level = check_level
 
     def config_as(self, kind: type[C]) -> C:
         """The configuration the agent's parser made (see ``Agent``), checked to be a ``kind``."""
@@ -268,6 +273,7 @@ class Agent:
                     is_probe=action == "monitor" and interval_ms == 0,
                     resource=resource,
                     environ=env,
+                    check_level=check_level(env) or 0,
                 )
                 in_handler = True
                 rc = _checked(action, handler(ctx))
@@ -311,10 +317,17 @@ class Agent:
                 if name in declared or not name.startswith("CRM_meta_"):
                     _check_value(name, raw)
         params: dict[str, ParamValue] = {}
+        # A required parameter may come under a deprecated name (``Parameter.replaces``): the
+        # agent's parser, which maps the old names, then checks that it was given.
+        stand_ins = {
+            p.replaces
+            for p in self.parameters
+            if p.replaces and self.config is not None and env.get(f"OCF_RESKEY_{p.name}", "")
+        }
         for p in self.parameters:
             raw = env.get(f"OCF_RESKEY_{p.name}", "")
             if raw == "":
-                if p.required:
+                if p.required and p.name not in stand_ins:
                     raise ConfigError(f"parameter {p.name!r} is required")
                 params[p.name] = p.default
             else:
@@ -373,5 +386,6 @@ def _int_or_zero(raw: Optional[str]) -> int:
 
 def _exit_reason(reason: str) -> None:
     """Write the exit reason Pacemaker shows; it must be the last line on stderr."""
-    sys.stderr.write(f"{EXIT_REASON_PREFIX}{one_line(reason) or 'unknown error'}\n")
+    text = one_line(hide_userinfo(reason))  # a proxy's password, whoever wrote the reason
+    sys.stderr.write(f"{EXIT_REASON_PREFIX}{text or 'unknown error'}\n")
     sys.stderr.flush()

@@ -21,6 +21,9 @@ Pacemaker's timeout (the watchdog is armed only once the parameters are known):
   (``/dev/null``, a terminal) is used; a directory, a block device or a socket is not.
 - A record that no target took goes to stderr. stderr itself is written as it is: it is where
   Pacemaker reads the exit reason, and pacemaker-execd drains it.
+
+Every record, whoever wrote its text (a library's exception included), has the user information
+of any URL in it hidden (``text.hide_userinfo``): a proxy's password reaches no target.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import sys
 import time
 
 from .errors import parse_bool
+from .text import hide_userinfo
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -160,6 +164,7 @@ class Log:
             import traceback
 
             message = f"{message}\n{traceback.format_exc().rstrip()}"
+        message = hide_userinfo(message)  # a proxy's password, whoever wrote the message
         delivered = False
         for target in self.targets:
             try:

@@ -39,7 +39,7 @@ def render(
             unique="1" if p.unique else "0",
             required="1" if p.required else "0",
         )
-        desc(el, p.longdesc, p.shortdesc)
+        desc(el, *_descriptions(p))
         content = ET.SubElement(el, "content", type=p.type)
         default = p.default_text()
         if default is not None:
@@ -57,3 +57,22 @@ def render(
     data: bytes = ET.tostring(root, encoding="us-ascii")
     body = data.decode("ascii")
     return _PROLOGUE + body + "\n"
+
+
+DEPRECATED = "Deprecated"
+
+
+def _descriptions(p: Parameter) -> tuple[str, str]:
+    """A parameter's longdesc and shortdesc; a deprecated one says so at the start of both.
+
+    In the descriptions, because that is the one form all three schemas accept: ra-api-1.dtd
+    (what ocf-tester checks) allows no ``<deprecated>`` element (OCF 1.1) and no
+    ``deprecated``/``obsoletes`` attribute (the pre-1.1 extensions pcs reads), and
+    resource-agents' metadata.rng allows neither either.
+    """
+    if p.deprecated is None:
+        return p.longdesc, p.shortdesc
+    return (
+        f"{DEPRECATED}: {p.deprecated}\n\n{p.longdesc}",
+        f"{DEPRECATED}: {p.shortdesc}",
+    )

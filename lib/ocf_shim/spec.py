@@ -87,7 +87,17 @@ class _Frozen:
 class Parameter(_Frozen):
     """One instance parameter, passed to the agent as ``OCF_RESKEY_<name>``."""
 
-    __slots__ = ("default", "longdesc", "name", "required", "shortdesc", "type", "unique")
+    __slots__ = (
+        "default",
+        "deprecated",
+        "longdesc",
+        "name",
+        "replaces",
+        "required",
+        "shortdesc",
+        "type",
+        "unique",
+    )
     name: str
     shortdesc: str
     longdesc: str
@@ -95,6 +105,8 @@ class Parameter(_Frozen):
     default: ParamValue
     required: bool
     unique: bool
+    deprecated: Optional[str]
+    replaces: Optional[str]
 
     def __init__(  # noqa: PLR0917 - the declaration reads best positionally
         self,
@@ -105,7 +117,13 @@ class Parameter(_Frozen):
         default: ParamValue = None,
         required: bool = False,
         unique: bool = False,
+        *,
+        deprecated: Optional[str] = None,
+        replaces: Optional[str] = None,
     ) -> None:
+        """``deprecated``: why the parameter is kept and what to use instead (the meta-data
+        says so in its descriptions); ``replaces``: the parameter a deprecated one stands for,
+        whose ``required`` the agent's configuration parser then checks (see ``Agent``)."""
         self._set(
             name=name,
             shortdesc=shortdesc,
@@ -114,6 +132,8 @@ class Parameter(_Frozen):
             default=default,
             required=required,
             unique=unique,
+            deprecated=deprecated,
+            replaces=replaces,
         )
         self._check()
 
@@ -144,6 +164,14 @@ class Parameter(_Frozen):
                 )
             if isinstance(self.default, str):
                 check_text(f"default of parameter {self.name!r}", self.default, empty_ok=True)
+        if self.deprecated is not None:
+            check_text(f"deprecation of parameter {self.name!r}", self.deprecated)
+            if self.required or self.default is not None:
+                raise ValueError(
+                    f"deprecated parameter {self.name!r} can be neither required nor defaulted"
+                )
+        if self.replaces is not None and (self.deprecated is None or not _is_name(self.replaces)):
+            raise ValueError(f"parameter {self.name!r}: only a deprecated one replaces another")
 
     def default_text(self) -> Optional[str]:
         """The default as the meta-data shows it, or None without a default."""

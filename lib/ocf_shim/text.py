@@ -48,7 +48,8 @@ def show(value: object, limit: int = 64) -> str:
 def redact(name: str, value: object) -> str:
     """Render a parameter value for the log, hiding anything that may be a credential: the whole
     value when the parameter's name says so, the user information of a URL in any value (an
-    authenticated proxy, ``http://user:password@host:3128``)."""
+    authenticated proxy, ``http://user:password@host:3128``), even when the value is not a
+    valid URL (no scheme, an unencoded ``/`` or ``@`` in the password)."""
     if value is None or value == "":
         return "<unset>"
     lowered = name.lower()
@@ -58,9 +59,25 @@ def redact(name: str, value: object) -> str:
 
 
 def _hide_url_userinfo(text: str) -> str:
-    """``text`` with the ``user:password@`` of a URL (``scheme://user:password@host``) as
-    ``***@``."""
+    """``text`` with everything between ``scheme://`` (or the start) and the last ``@`` as
+    ``***``: ``user:password@`` of a URL, whatever characters the password holds. Without a
+    scheme, only when a ``:`` comes before the ``@`` (``user:password@host``, not ``a@b``)."""
     scheme, sep, rest = text.partition("://")
-    end = min((rest.find(c) for c in "/?#" if c in rest), default=len(rest))
-    at = rest.rfind("@", 0, end)
-    return f"{scheme}{sep}***{rest[at:]}" if sep and at >= 0 else text
+    if not sep:
+        scheme, rest = "", text
+    at = rest.rfind("@")
+    if at < 0 or (not sep and ":" not in rest[:at]):
+        return text
+    return f"{scheme}{sep}***{rest[at:]}"
+
+
+def hide_userinfo(text: str) -> str:
+    """``text`` (a log record, an exit reason) with the user information of every URL in it
+    shown as ``***@``: ``scheme://`` then anything up to the last ``@`` before a blank or a
+    quote. The log and the exit reason pass every message through it, whoever wrote the
+    message (our reasons, a library's exception text), so no proxy password gets out."""
+    if "@" not in text or "://" not in text:
+        return text
+    import re
+
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s\"'<>`]*@", r"\1***@", text)

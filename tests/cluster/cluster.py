@@ -99,6 +99,7 @@ class NodeProcess:
     lifeline: int  # write end of the pipe whose end of file tells nodeinit its owner is gone
     started: float
     power_offs: int = 0  # the lab's count of power cuts of the instance when the node started
+    shutdowns: int = 0  # the lab's count of EC2's graceful shutdowns (event actions) then
 
 
 @dataclass
@@ -170,6 +171,8 @@ class Cluster:
                 raise ClusterError(f"fencing needs {NODE_CA_BUNDLE} (package ca-certificates)")
             self.binds.append(("etc/ssl/ca-certificates.crt", NODE_CA_BUNDLE))
         self.fenced: list[tuple[str, float]] = []  # (node, time.time()) of each power cut seen
+        # (node, time.time()) of each node seen gone after EC2 shut it down (lab event actions)
+        self.shut_down: list[tuple[str, float]] = []
         self.spawned: list[Spawned] = []
         self.workdir = Path(workdir)
         self.names = tuple(nodes)
@@ -316,6 +319,8 @@ class Cluster:
         if name in self.running:
             raise ClusterError(f"node {name} is already running")
         power_offs = self._power_on(name)
+        power = self.lab.power().get(name)
+        shutdowns = power.shutdowns if power is not None else 0
         root = self.root(name)
         read_end, write_end = os.pipe()
         config = json.loads((root / "node.json").read_text())
@@ -369,6 +374,7 @@ class Cluster:
             lifeline=write_end,
             started=time.monotonic(),
             power_offs=power_offs,
+            shutdowns=shutdowns,
         )
 
     def _power_on(self, name: str) -> int:
@@ -586,12 +592,19 @@ class Cluster:
         """Raise if a node that should be running has died on its own (start-up failure).
 
         A node whose instance the lab powered off since it started (fenced) is taken as
-        stopped instead: it leaves `running` and is recorded in `fenced`."""
+        stopped instead: it leaves `running` and is recorded in `fenced`; so is one that EC2
+        shut down (the lab's event action at a scheduled event's NotBefore: lab.power),
+        recorded in `shut_down`."""
         for node in list(self.running.values()):
             if node.proc.poll() is None:
                 continue
-            power = self.lab.power().get(node.name) if self.fencing is not None else None
-            if power is not None and power.offs > node.power_offs:
+            power = self.lab.power().get(node.name)
+            if power is not None and power.shutdowns > node.shutdowns:
+                self.running.pop(node.name, None)
+                self.shut_down.append((node.name, time.time()))
+                self._reap(node, 10.0)
+                continue
+            if self.fencing is not None and power is not None and power.offs > node.power_offs:
                 self.running.pop(node.name, None)
                 self.fenced.append((node.name, power.changed))
                 self._reap(node, 10.0)

@@ -24,6 +24,16 @@ Scenarios (the service IP is active on a, the client gets answers from a):
   start must repair the half-done state. (With the default, true, the failed start bans the
   resource from b, the only node left: it stays stopped until an administrator cleans it up.)
 
+- ``reboot``: aws-health runs as a clone (crm-examples/aws-health.crm, migrate-on-red) and AWS
+  schedules a ``system-reboot`` of a, NotBefore EVENT_AHEAD seconds away: a's IMDS lists it,
+  aws-health turns a's ``#health-aws`` red, Pacemaker moves everything to b; at NotBefore the
+  lab does what EC2 does (lab.power): a graceful shutdown of a (its cluster stack stops), the
+  hard stop, the boot. The outage counts from a turning red (what standby is to ``move``).
+- ``reboot-baseline``: the same event without aws-health: nothing happens until NotBefore, when
+  EC2's shutdown stops a's cluster stack and Pacemaker moves the resource then (here a clean
+  stop within the grace period; on EC2 a stop that outlasts it, SAP HANA's for one, ends in a
+  hard stop: a crash). The outage counts from NotBefore.
+
 For each: the client-observed outage (lab.traffic.measure), the Pacemaker timeline from the nodes'
 logs (cluster.timeline), and checks of the final state in Pacemaker, AWS, the data plane, the
 nodes' OS and the client.
@@ -41,11 +51,13 @@ from pathlib import Path
 from typing import Optional
 
 from lab import Lab, wait_until
+from lab.power import EventAction
 from lab.traffic import Outage, Probe, Sample, measure, service_argv
 
 from .cluster import Cluster, Spawned, processes_in
 from .examples import instantiate, with_params
 from .fencing import FenceAws
+from .health import ATTRIBUTE, announce, drop_strategy, health_crm, health_values
 from .status import Status
 from .timeline import Event, events
 
@@ -56,6 +68,14 @@ TITLES = {
     "crash": "crash of a, fenced",
     "crash-in-start": "crash of a, b's start killed",
 }
+# AWS's scheduled maintenance, with and without aws-health (run_event)
+HEALTH_SCENARIOS = ("reboot", "reboot-baseline")
+TITLES.update({"reboot": "scheduled reboot of a", "reboot-baseline": "reboot of a, no aws-health"})
+# seconds from AWS's announcement to NotBefore (days on EC2): a 2 s monitor, aws-health's
+# settling of its claim, and the move, with room for a loaded machine
+EVENT_AHEAD = 30.0
+HEALTH_TIMEOUT = 60.0  # aws-health started and green on every node
+GOAL_MARGIN = 0.5  # the goal: outage with aws-health <= the agent's planned move + this
 START_TIMEOUT = 90.0  # first placement on a
 RECOVERY_TIMEOUT = 120.0  # from the fault to the resource started on b
 ANSWER_TIMEOUT = 60.0
@@ -102,6 +122,7 @@ class Result:
     timeline: list[Event]
     checks: list[Check] = field(default_factory=list)
     samples: int = 0
+    not_before: Optional[float] = None  # reboot scenarios: the event's NotBefore (time.time())
 
     @property
     def ok(self) -> bool:
@@ -299,6 +320,8 @@ class FailoverLab:
     # ---- scenarios -------------------------------------------------------------------------------
 
     def run(self, agent: str, scenario: str, old: str = "a", new: str = "b") -> Result:
+        if scenario in HEALTH_SCENARIOS:
+            return self.run_event(agent, scenario, old, new)
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}")
         lab, cluster = self.world
@@ -347,6 +370,127 @@ class FailoverLab:
         verdict = "all checks passed" if result.ok else "CHECKS FAILED"
         self.say(f"   client outage {seconds} ({outage.failed} failed requests); {verdict}")
         return result
+
+    def run_event(self, agent: str, scenario: str, old: str = "a", new: str = "b") -> Result:
+        """A scheduled system-reboot of `old`, with aws-health (``reboot``) or without."""
+        lab, cluster = self.world
+        case = self.case(agent)
+        with_health = scenario == "reboot"
+        self.say(f"== {agent}: {TITLES[scenario]}")
+        self.reset()
+        try:
+            if with_health:
+                cluster.configure(health_crm(lab))
+                cluster.wait_for(
+                    lambda s: health_values(cluster) == dict.fromkeys(cluster.names, "green"),
+                    HEALTH_TIMEOUT,
+                    what=f"{ATTRIBUTE} green on every node",
+                )
+            self.place(case, old)
+            self.say(f"   {case.resource} runs on {old}; the client asks {case.address}:8080")
+            probe = Probe(
+                lab, case.address, self.workdir / f"probe-{agent}-{scenario}.jsonl", max_seconds=300
+            )
+            with probe:
+                probe.wait_for_answers(old, 5, ANSWER_TIMEOUT)
+                announced = time.time()
+                not_before, _ = announce(lab, old, "system-reboot", EVENT_AHEAD)
+                marks = [
+                    Event(
+                        announced,
+                        "lab",
+                        f"AWS schedules a system-reboot of {old}, NotBefore in "
+                        f"{not_before - announced:.1f}s",
+                    )
+                ]
+                self.say(f"   {marks[0].text}: waiting for {case.resource} on {new} ...")
+                cluster.wait_for(
+                    runs_on(case.resource, new),
+                    EVENT_AHEAD + RECOVERY_TIMEOUT,
+                    what=f"{case.resource} on {new}",
+                    node=new,
+                )
+                action = wait_until(
+                    lambda: next(
+                        (
+                            a
+                            for a in lab.event_actions()
+                            if a.node == old and a.at == not_before and a.phase == "done"
+                        ),
+                        None,
+                    ),
+                    max(0.0, not_before - time.time()) + RECOVERY_TIMEOUT,
+                    what=f"EC2's reboot of {old}",
+                )
+                wait_until(
+                    lambda: _gone(cluster, old), RECOVERY_TIMEOUT, what=f"{old} out of the cluster"
+                )
+                cluster.settle(RECOVERY_TIMEOUT, node=new)
+                with contextlib.suppress(TimeoutError, RuntimeError):
+                    probe.wait_for_answers(new, 5, ANSWER_TIMEOUT)
+                time.sleep(0.3)
+            samples = probe.stop()
+            marks += _action_marks(action, old)
+            found = self._timeline(case, announced, samples, measure(samples, announced, new, old))
+            red = next(
+                (e.time for e in found if e.text == f"{old}: {ATTRIBUTE} green -> red"), None
+            )
+            trigger = (red or announced) if with_health else (action.shutdown or not_before)
+            outage = measure(samples, trigger, new, old)
+            timeline = self._timeline(case, announced, samples, outage) + marks
+            timeline.sort(key=lambda e: e.time)
+            result = Result(
+                agent, scenario, old, new, trigger, outage, timeline, samples=len(samples)
+            )
+            result.not_before = not_before
+            result.checks = self.check(
+                case, scenario, old=old, new=new, samples=samples, outage=outage
+            )
+            result.checks += self._event_checks(result, action, with_health, red)
+        finally:
+            if with_health:
+                drop_strategy(cluster)
+        seconds = f"{outage.seconds:.2f}s" if outage.seconds is not None else "never ended"
+        verdict = "all checks passed" if result.ok else "CHECKS FAILED"
+        self.say(f"   client outage {seconds} ({outage.failed} failed requests); {verdict}")
+        return result
+
+    def _event_checks(
+        self, result: Result, action: EventAction, with_health: bool, red: Optional[float]
+    ) -> list[Check]:
+        lab, _ = self.world
+        old, at = result.old, result.not_before or 0.0
+        checks = []
+        power = lab.power()[old]
+        checks.append(
+            Check(
+                f"EC2 shut {old} down at NotBefore, cleanly, and rebooted it",
+                action.graceful is True
+                and action.shutdown is not None
+                and at <= action.shutdown < at + 1.0
+                and power.boots >= 1
+                and power.state == "running",
+                f"graceful={action.graceful}, shutdown at {_rel(action.shutdown, at)} from "
+                f"NotBefore, {power.boots} boots, now {power.state}",
+            )
+        )
+        if with_health:
+            checks.append(
+                Check(f"aws-health turned {old} red", red is not None, "no red in the log")
+            )
+            steady = result.outage.steady
+            checks.append(
+                Check(
+                    f"the service answered from {result.new} for good before NotBefore",
+                    steady is not None and steady < at,
+                    f"at {_rel(steady, at)} from NotBefore",
+                )
+            )
+            reds = [
+                e for e in result.timeline if e.text == f"{result.new}: {ATTRIBUTE} green -> red"
+            ]
+            checks.append(Check(f"{result.new} stayed green", not reds, f"{len(reds)} reds"))
+        return checks
 
     def _kill_in_start(self, case: Case, new: str) -> list[Event]:
         """SIGKILL the agent's start on `new` once the lab holds its `case.fault_action` call."""
@@ -514,6 +658,27 @@ class FailoverLab:
         return checks
 
 
+def _gone(cluster: Cluster, node: str) -> bool:
+    """Whether `node` has stopped (check_running takes a node that EC2 shut down out)."""
+    cluster.check_running()
+    return node not in cluster.running
+
+
+def _rel(moment: Optional[float], reference: float) -> str:
+    return "-" if moment is None else f"{moment - reference:+.2f}s"
+
+
+def _action_marks(action: EventAction, node: str) -> list[Event]:
+    """The lab's (EC2's) steps of an event action, as timeline events."""
+    steps = [
+        (action.shutdown, f"NotBefore: EC2 shuts {node} down (SIGTERM to its init)"),
+        (action.halted, f"{node}'s OS halted (cluster stack stopped)"),
+        (action.hard_stop, f"{node}: hard stop (power cut)"),
+        (action.booted, f"{node} booted (its cluster stack is not started at boot)"),
+    ]
+    return [Event(at, "lab", text) for at, text in steps if at is not None]
+
+
 # ---- presentation ------------------------------------------------------------------------------
 
 
@@ -562,6 +727,37 @@ def format_table(results: Sequence[Result]) -> str:
         "fence_aws finished, the agent's (last) start on the new node returned.",
     ]
     return "\n".join(lines)
+
+
+def format_health_goal(results: Sequence[Result]) -> str:
+    """Per agent with a ``reboot`` row: its outage against the goal (the same agent's planned
+    move + GOAL_MARGIN) and the baseline; "" without reboot rows."""
+    lines = []
+    for r in results:
+        if r.scenario != "reboot":
+            continue
+        moves = [m for m in results if m.agent == r.agent and m.scenario == "move"]
+        bases = [b for b in results if b.agent == r.agent and b.scenario == "reboot-baseline"]
+        text = f"{r.agent:<14} with aws-health {format_seconds(r.outage.seconds)}"
+        if r.outage.steady is not None and r.not_before is not None:
+            ahead = r.not_before - r.outage.steady
+            text += f", {abs(ahead):.1f}s {'before' if ahead > 0 else 'AFTER'} NotBefore"
+        if moves and moves[0].outage.seconds is not None and r.outage.seconds is not None:
+            goal = moves[0].outage.seconds + GOAL_MARGIN
+            verdict = "met" if r.outage.seconds <= goal else "MISSED"
+            text += f"; goal <= planned move {moves[0].outage.seconds:.2f}s + {GOAL_MARGIN}s: "
+            text += verdict
+        if bases:
+            text += f"; without aws-health {format_seconds(bases[0].outage.seconds)} at NotBefore"
+        lines.append(text)
+    if not lines:
+        return ""
+    head = [
+        "scheduled maintenance (system-reboot of a, announced "
+        f"{EVENT_AHEAD:.0f}s ahead); outage from the trigger: a's "
+        f"{ATTRIBUTE} red (with aws-health) or EC2's shutdown at NotBefore (without):"
+    ]
+    return "\n".join(head + lines)
 
 
 def _started(result: Result) -> Optional[float]:

@@ -2,8 +2,9 @@
 
 Lines look like ``Nov 23 19:29:38.081 b pacemaker-fenced    [32] (fn) \tnotice: <message>``.
 `events` keeps what tells the story of a failover: membership loss, the fencing decision and
-its result, and the operations of the resources asked about, each once (the same message logged
-by several daemons or nodes counts once), in time order.
+its result, changes of node health attributes (`#health-*`), and the operations of the
+resources asked about, each once (the same message logged by several daemons or nodes counts
+once), in time order.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ FENCE_DEVICE = re.compile(
 FENCED = re.compile(r"^Peer (\S+) was terminated \((\w+)\) by (\S+) on behalf of \S+: (\w+)")
 INITIATING = re.compile(r"^Initiating (\w+) operation (\S+) (?:locally )?on (\S+)")
 QUIET = ("ok", "Cancelled")  # monitor results that tell nothing about a failover
+# pacemaker-attrd's change of a node health attribute (aws-health's #health-aws)
+HEALTH = re.compile(r"^Setting (#health-[\w-]+)\[(\S+)\]: (\S+) -> (\S+)")
 RESULT = re.compile(r"^Result of (\w+) operation for (\S+) on (\S+): ([^|]*?)\s*(?:\||$)")
 
 
@@ -62,6 +65,9 @@ def describe(message: str, resources: Sequence[str]) -> str | None:  # noqa: PLR
     if m := FENCED.match(message):
         target, action, by, result = m.groups()
         return f"{target} fenced ({action}) by {by}: {result}"
+    if m := HEALTH.match(message):
+        attribute, node, old, new = m.groups()
+        return f"{node}: {attribute} {old} -> {new}"
     if m := INITIATING.match(message):
         op, key, node = m.groups()
         if _op_resource(key) in resources and op != "monitor":

@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -34,6 +35,10 @@ TEST_FILES = (
     "tests/test_secip_agent.py",
     "tests/test_eni_agent.py",
 )
+# The representative subset (--subset): each agent's ocf-tester sequence (validate-all, start,
+# monitor, stop, the probes and the repeated start and stop) under the row's interpreter, without
+# the failovers, which exercise the same calls again from a second node.
+SUBSET = "test_ocf_tester_sequence"
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,24 @@ ROWS = (
         ("boto3==1.26.*", "botocore==1.29.*", "pyroute2==0.7.2"),
     ),
     Row("debian12", "Debian 12 (system)", "/usr/bin/python3", ()),
+    # SLES 15 SP5 and later, python311 flavour: the Python 3 module's python311 and the Public
+    # Cloud module's python311-boto3. 1.34 is the series SUSE's python311 builds had in 2024
+    # (openSUSE's devel:languages:python:aws); pyroute2 0.7.x, the series openSUSE builds as
+    # python311-pyroute2 (README, "Installing"). Not checked against SUSE's own channels.
+    Row(
+        "sles15",
+        "SLES 15 python311",
+        "3.11",
+        ("boto3==1.34.*", "botocore==1.34.*", "pyroute2==0.7.*"),
+    ),
+    # RHEL 10: Python 3.12; boto3/botocore 1.34 and pyroute2 0.7, the series of Fedora 40, from
+    # which RHEL 10 was branched. Not checked against RHEL 10's own repositories.
+    Row(
+        "rhel10",
+        "RHEL 10",
+        "3.12",
+        ("boto3==1.34.*", "botocore==1.34.*", "pyroute2==0.7.*"),
+    ),
     Row("current", "current PyPI", "3.13", ("boto3", "botocore", "pyroute2")),
 )
 
@@ -129,8 +152,11 @@ def versions(python: Path) -> str:
     return f"{py:8} {boto3 + ' / ' + botocore:24} {pyroute2}"
 
 
-def run_row(row: Row, python: Path, pytest_args: list[str]) -> tuple[str, int]:
-    """Run the agent-process tests with the agents under ``python``; (summary, pytest's rc)."""
+def run_row(
+    row: Row, python: Path, pytest_args: list[str], subset: bool = False
+) -> tuple[str, int]:
+    """Run the agent-process tests with the agents under ``python`` (only :data:`SUBSET` when
+    ``subset``); (summary, pytest's rc)."""
     # The trimmed EC2 model for this botocore (what make and the RPM build do).
     subprocess.run(
         [str(python), "-m", "ipfailover.aws.botomodel"],
@@ -149,7 +175,7 @@ def run_row(row: Row, python: Path, pytest_args: list[str]) -> tuple[str, int]:
             "no:cacheprovider",
             *TEST_FILES,
             "-k",
-            row.name,
+            f"{row.name} and {SUBSET}" if subset else row.name,
             *pytest_args,
         ],
         cwd=ROOT,
@@ -168,6 +194,14 @@ def run_row(row: Row, python: Path, pytest_args: list[str]) -> tuple[str, int]:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compat", description=__doc__)
     parser.add_argument("--row", action="append", choices=[r.name for r in ROWS])
+    parser.add_argument(
+        "--subset",
+        action="append",
+        default=[],
+        choices=[r.name for r in ROWS],
+        metavar="ROW",
+        help=f"run only the representative subset ({SUBSET}) for this row",
+    )
     parser.add_argument("pytest_args", nargs="*", help="passed on to pytest")
     args = parser.parse_args(argv)
     rows = [r for r in ROWS if not args.row or r.name in args.row]
@@ -181,8 +215,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                 (row, "-", "not available here" + (f" ({log[-1][:200]})" if log else ""))
             )
             continue
-        print(f"compat: {row.name} ({row.stands_for}) with {python} ...", flush=True)
-        summary, rc = run_row(row, python, args.pytest_args)
+        subset = row.name in args.subset
+        print(
+            f"compat: {row.name} ({row.stands_for}) with {python}"
+            f"{' (subset)' if subset else ''} ...",
+            flush=True,
+        )
+        started = time.monotonic()
+        summary, rc = run_row(row, python, args.pytest_args, subset)
+        summary += f" [{time.monotonic() - started:.0f} s{', subset' if subset else ''}]"
         ran += 1
         failed += rc != 0
         results.append((row, versions(python), summary))

@@ -179,6 +179,30 @@ def _label(value: str) -> str:
     return FREE if ok else SYNTAX
 
 
+def _same_ip(ip: str) -> Callable[[str], str]:
+    """An incumbent's name for ``ip`` beside ``ip`` itself: only the same address is accepted
+    (config/aliases.py refuses the two disagreeing)."""
+
+    def verdict(value: str) -> str:
+        try:
+            same = ipaddress.ip_address(value.strip()) == ipaddress.ip_address(ip)
+        except ValueError:
+            return SYNTAX
+        return FREE if same else SYNTAX
+
+    return verdict
+
+
+def _beside(values: Sequence[tuple[str, str]], ip: object) -> tuple[tuple[str, str], ...]:
+    """The ip parameter's own values, judged as an incumbent's name for ip beside ip."""
+    return tuple((v, _same_ip(str(ip))(v)) for v, _ in values)
+
+
+def _integer(value: str) -> str:
+    """Any integer the OCF shim converts (an ignored incumbent parameter of type integer)."""
+    return FREE if re.fullmatch(r"[+-]?[0-9]+", value.strip()) else SYNTAX
+
+
 def _tag(value: str) -> str:
     key, sep, _ = value.partition("=")
     return FREE if sep and key.strip() and "," not in value else SYNTAX
@@ -186,6 +210,12 @@ def _tag(value: str) -> str:
 
 def _choice(*words: str) -> Callable[[str], str]:
     return lambda value: FREE if value.strip().lower() in words else SYNTAX
+
+
+def _choice_exact(*words: str) -> Callable[[str], str]:
+    """One of ``words`` as written (blanks around allowed): the incumbents' case-sensitive
+    choices."""
+    return lambda value: FREE if value.strip() in words else SYNTAX
 
 
 def _region(value: str) -> str:
@@ -460,6 +490,23 @@ def agent_specs(lab: Lab, res: Resource) -> dict[str, ParamSpec]:
                         ("k\u00e9y=v\u00e4lue", FREE),
                     ),
                 ),
+                # routing_table_role is assumed through the lab's STS (params() points
+                # sts_endpoint_url there); a role the lab does not know is denied (4).
+                "routing_table_role": ParamSpec(
+                    "arn:aws:iam::210987654321:role/ipfailover-routing",
+                    _arn,
+                    (
+                        ("arn:aws:iam::210987654321:user/ha", SYNTAX),
+                        ("ipfailover-routing", SYNTAX),
+                        ("arn:aws:iam::210987654321:role/" + "r" * 65, SYNTAX),
+                    ),
+                ),
+                # without routing_table_role any external id is a configuration error
+                "routing_table_external_id": ParamSpec(
+                    "sap-ha1-7f3c",
+                    lambda v: FREE if v == "" else SYNTAX,
+                    (("x", SYNTAX), ("a b", SYNTAX), ("$(reboot)", SYNTAX)),
+                ),
                 "interface": ParamSpec(
                     "eth0",
                     _interface,
@@ -490,6 +537,28 @@ def agent_specs(lab: Lab, res: Resource) -> dict[str, ParamSpec]:
                         ("eth0:" + "\u00e9" * 6, SYNTAX),
                     ),
                 ),
+                # aws-vpc-move-ip's names (lib/ipfailover/config/aliases.py)
+                "address": ParamSpec(str(res.ip), _same_ip(str(res.ip)), _beside(ips, res.ip)),
+                "iflabel": ParamSpec(
+                    "ovl",
+                    lambda v: _label("eth0:" + v.strip()),
+                    (("x" * 10, FREE), ("x" * 11, SYNTAX), ("$(id)", FREE), ("\u00e9" * 6, SYNTAX)),
+                ),
+                "monapi": ParamSpec("true", _bool, tuple((v, _bool(v)) for v in _BOOLS)),
+                "lookup_type": ParamSpec(
+                    "NetworkInterfaceId",
+                    _choice_exact("InstanceId", "NetworkInterfaceId"),
+                    (("instanceid", SYNTAX), ("Tag", SYNTAX), (" InstanceId ", FREE)),
+                ),
+                "auth_type": ParamSpec(
+                    "role",
+                    _choice_exact("key", "role"),
+                    (("Role", SYNTAX), ("assume", SYNTAX), ("key ", FREE)),
+                ),
+                "awscli": ParamSpec("/usr/bin/aws", lambda v: FREE, (("$(reboot)", FREE),)),
+                "awscli_timeout": ParamSpec("5", _integer, (("5s", SYNTAX), ("-1", FREE))),
+                "curl_retries": ParamSpec("3", _integer, (("three", SYNTAX),)),
+                "curl_sleep": ParamSpec("1", _integer, (("0.5", SYNTAX),)),
             }
         )
     elif res.agent == "aws-secip":
@@ -531,6 +600,22 @@ def agent_specs(lab: Lab, res: Resource) -> dict[str, ParamSpec]:
                     str(res.eip), _id("eipalloc"), _ids("eipalloc", str(res.eip))
                 ),
                 "unassign_on_stop": ParamSpec("true", _bool, tuple((v, _bool(v)) for v in _BOOLS)),
+                # awsvip's and awseip's names (lib/ipfailover/config/aliases.py)
+                "secondary_private_ip": ParamSpec(
+                    str(res.ip), _same_ip(str(res.ip)), _beside(ips, res.ip)
+                ),
+                "private_ip_address": ParamSpec(
+                    str(res.ip), _same_ip(str(res.ip)), _beside(ips, res.ip)
+                ),
+                "allocation_id": ParamSpec(
+                    str(res.eip),
+                    lambda v: FREE if v.strip() == str(res.eip) else SYNTAX,
+                    tuple((v, SYNTAX) for v, _ in _ids("eipalloc", str(res.eip))),
+                ),
+                # ignored: the base parameters name the allocation id
+                "elastic_ip": ParamSpec("203.0.113.10", lambda v: FREE, (("$(reboot)", FREE),)),
+                "api_delay": ParamSpec("3", _integer, (("3s", SYNTAX),)),
+                "awscli": ParamSpec("/usr/bin/aws", lambda v: FREE, (("$(reboot)", FREE),)),
             }
         )
     else:
@@ -685,7 +770,7 @@ class Fuzzer:
     def params(self, name: str, value: str) -> dict[str, str]:
         params = dict(self.res.params)
         params[name] = value
-        if name == "role_arn":
+        if name in ("role_arn", "routing_table_role"):
             params["sts_endpoint_url"] = self.s.lab.endpoint_url  # keep STS on loopback
         return params
 

@@ -55,6 +55,12 @@ class Control(Ec2Api):
     def tls_context(self, region: str) -> ssl.SSLContext:
         raise NotImplementedError
 
+    def schedule_event_action(self, data: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def event_action_states(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
     def control(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")[len("/_lab/") :].strip("/")
@@ -90,6 +96,10 @@ class Control(Ec2Api):
             ("POST", "imds"): lambda d, q: self.imds[d["node"]].set_mode(
                 d.get("mode"), d.get("delay")
             ),
+            ("POST", "events"): lambda d, q: self.imds[d["node"]].set_events(
+                d.get("scheduled"), d.get("spot"), d.get("rebalance")
+            ),
+            ("GET", "events"): lambda d, q: self.imds[q["node"]].events(),
             ("GET", "timing"): self.timing,
             ("POST", "timing"): self.timing,
             ("POST", "hang"): self.hang,
@@ -98,11 +108,16 @@ class Control(Ec2Api):
             ("GET", "links"): lambda d, q: {e: asdict(p) for e, p in self.hotplug.plugged.items()},
             ("POST", "tick"): lambda d, q: self.tick(),
             ("GET", "power"): lambda d, q: self.power_states(),
+            ("POST", "event-actions"): lambda d, q: self.schedule_event_action(d),
+            ("GET", "event-actions"): lambda d, q: self.event_action_states(),
             ("GET", "ca"): lambda d, q: {"pem": self.ca_pem()},
             ("GET", "dataplane"): lambda d, q: self.dataplane_state(),
             ("GET", "iam"): lambda d, q: self.get_policy(),
             ("POST", "iam"): lambda d, q: self.set_policy(d),
             ("DELETE", "iam"): lambda d, q: self.clear_policy(),
+            ("GET", "roles"): lambda d, q: self.get_roles(),
+            ("POST", "roles"): lambda d, q: self.set_role(d),
+            ("DELETE", "roles"): lambda d, q: self.forget_roles(),
             ("GET", "throttle"): lambda d, q: self.throttle_state(),
             ("POST", "throttle"): lambda d, q: self.set_throttle(d),
             ("DELETE", "throttle"): lambda d, q: self.throttle.reset(),

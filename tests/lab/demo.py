@@ -9,11 +9,14 @@
 2. In a real cluster (a minute or two): a two-node Pacemaker/Corosync cluster fenced by
    fence_aws, a VPC data plane that forwards the service IP where AWS says, a service on each
    node and a client asking it every 50 ms. For every agent, configured from crm-examples/: a
-   planned move (standby) and a crash of the active node (fenced); after each, the Pacemaker
-   timeline and the checks of the final state; at the end, the outage table.
+   planned move (standby), a crash of the active node (fenced), and a system-reboot that AWS
+   schedules for the active node 30 s ahead, with aws-health (the move happens before)
+   and without it (the baseline: EC2 shuts the node down at NotBefore); after each, the
+   Pacemaker timeline and the checks of the final state; at the end, the outage table and the
+   scheduled reboot's outage against its goal (the same agent's planned move + 0.5 s).
 
-``--part by-hand|cluster`` runs one part; ``--scenarios move,crash,crash-in-start`` chooses the
-cluster scenarios; agents can be named on the command line.
+``--part by-hand|cluster`` runs one part; ``--scenarios move,crash,crash-in-start,reboot,
+reboot-baseline`` chooses the cluster scenarios; agents can be named on the command line.
 """
 
 from __future__ import annotations
@@ -227,6 +230,7 @@ def in_cluster(names: list[str], scenarios: list[str], workdir: Path) -> list[st
         FailoverLab,
         Result,
         format_checks,
+        format_health_goal,
         format_table,
         format_timeline,
     )
@@ -254,6 +258,9 @@ def in_cluster(names: list[str], scenarios: list[str], workdir: Path) -> list[st
                     failed.append(f"{name} {scenario}")
     print("\nclient-observed outages (service IP asked every 50 ms from the client subnet):")
     print(format_table(results))
+    goal = format_health_goal(results)
+    if goal:
+        print("\n" + goal)
     print(
         "lab settings: corosync token 3 s (AWS's guides recommend 30 s, so detection takes "
         "longer on EC2);\nfence_aws with pcmk_delay_max=0 (the example's 45 s matters only in a "
@@ -271,8 +278,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--part", choices=("all", "by-hand", "cluster"), default="all")
     parser.add_argument(
         "--scenarios",
-        default="move,crash",
-        help="cluster scenarios, comma-separated: move, crash, crash-in-start",
+        default="move,crash,reboot,reboot-baseline",
+        help="cluster scenarios, comma-separated: move, crash, crash-in-start, reboot, "
+        "reboot-baseline",
     )
     args = parser.parse_args(argv)
     names = args.agents or [n for n in BUILDERS if (AGENTS_DIR / n).exists()]

@@ -29,7 +29,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import netns
 from .aws_state import AwsState
@@ -54,9 +54,12 @@ from .records import (
     exit_reason,
     wait_until,
 )
-from .spec import LabSpec, Timing, plan_nodes
+from .spec import LabSpec, Timing, gateway, plan_nodes
 from .throttle import ENV as THROTTLE_ENV
 from .throttle import ThrottleModel
+
+if TYPE_CHECKING:
+    from .proxy import Proxy
 
 SERVER_READY_TIMEOUT = 30.0
 SERVER_STOP_TIMEOUT = 5.0
@@ -144,6 +147,25 @@ class Lab(Nodes, Knobs, AwsState):
         self._log: Any = None
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._clients: dict[tuple[bool, float], Any] = {}
+
+    def proxy(self, users: Mapping[str, str]) -> Proxy:
+        """An authenticating HTTP proxy in the VPC namespace (lab.proxy) for every node, at
+        ``proxy_address(node)``:3128, running in this process until closed (a context manager).
+        ``users``: user name -> password."""
+        from .proxy import Proxy
+
+        return Proxy(
+            self.netns("vpc"),
+            {node.ip: (node.name, node.netns) for node in self.nodes.values()},
+            users,
+            api_port=self.port,
+            region=self.region,
+        )
+
+    def proxy_address(self, node: str) -> str:
+        """Where ``node`` reaches the proxy: its subnet's gateway, an address of the VPC
+        namespace."""
+        return gateway(self.nodes[node].subnet)
 
     @classmethod
     def create(cls, workdir: Path, nodes: Sequence[str] = ("a", "b"), **kwargs: Any) -> Lab:

@@ -399,9 +399,18 @@ def example_ids(document: Any) -> set[str]:
     return found
 
 
-def localize(document: Any, *, region: str, account: str, ids: Mapping[str, str]) -> dict[str, Any]:
+def localize(
+    document: Any,
+    *,
+    region: str,
+    account: str,
+    ids: Mapping[str, str],
+    accounts: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """A copy of a shipped example policy for another account: REGION, ACCOUNT and every example
-    id replaced. An id in the policy that `ids` does not map is an error, never left as it is."""
+    id replaced. An id in the policy that `ids` does not map is an error, never left as it is.
+    `accounts` replaces other account placeholders (OWNER_ACCOUNT of the shared VPC policies)."""
+    names = {"ACCOUNT": account, **(accounts or {})}
     missing = example_ids(document) - set(ids)
     if missing:
         raise PolicyError(f"example ids without a replacement: {sorted(missing)}")
@@ -412,7 +421,7 @@ def localize(document: Any, *, region: str, account: str, ids: Mapping[str, str]
         parts = text.split(":", ARN_PARTS - 1)
         if len(parts) == ARN_PARTS:
             parts[3] = region if parts[3] == "REGION" else parts[3]
-            parts[4] = account if parts[4] == "ACCOUNT" else parts[4]
+            parts[4] = names.get(parts[4], parts[4])
             text = ":".join(parts)
         return _ID_RE.sub(lambda m: ids[m.group(0)], text)
 

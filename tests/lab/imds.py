@@ -9,6 +9,27 @@ valid X-aws-ec2-metadata-token gets 401). Fault modes, set per node through the 
   is forgotten, so the client must fetch a new one;
 - ``disabled``: every request gets 403 (the instance's metadata endpoint is turned off);
 - ``garbage``: 200 with random bytes that are neither UTF-8 nor JSON.
+
+The fault modes apply to every path, the instance events below included.
+
+Instance events (set per node with ``Lab.set_instance_events``), in the formats of AWS's
+instance metadata documentation (sources: "Instance metadata categories",
+https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-data-categories.html;
+"Spot Instance interruption notices",
+https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html;
+"EC2 instance rebalance recommendations",
+https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/rebalance-recommendations.html):
+
+- ``events/maintenance/scheduled``: always present; a JSON list (``[]`` when there is none) of
+  ``{"Code", "Description", "EventId", "NotAfter", "NotBefore", "NotBeforeDeadline"?,
+  "State"}``, the times as ``21 Jan 2019 09:00:43 GMT`` (English month names, whatever the
+  locale: `aws_event_time`);
+- ``spot/instance-action``: ``{"action": "terminate"|"stop"|"hibernate", "time":
+  "2017-09-18T08:22:00Z"}``; 404 when there is no interruption notice;
+- ``events/recommendations/rebalance``: ``{"noticeTime": "2020-10-27T08:22:00Z"}``; 404 when
+  there is none.
+
+The lab serves what the test set, as given (a test may set malformed events on purpose).
 """
 
 from __future__ import annotations
@@ -37,6 +58,40 @@ StartResponse = Callable[..., Any]
 
 def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def aws_event_time(moment: datetime) -> str:
+    """A scheduled event's time as IMDS writes it (``21 Jan 2019 09:00:43 GMT``), in English
+    whatever the locale (strftime's %b is not)."""
+    utc = moment.astimezone(timezone.utc)
+    return f"{utc.day:02d} {MONTHS[utc.month - 1]} {utc.year} {utc:%H:%M:%S} GMT"
+
+
+def scheduled_event(
+    code: str,
+    not_before: datetime,
+    *,
+    duration: timedelta = timedelta(hours=2),
+    state: str = "active",
+    event_id: str | None = None,
+    description: str | None = None,
+    deadline: datetime | None = None,
+) -> dict[str, str]:
+    """One entry of ``events/maintenance/scheduled`` (a convenience for tests)."""
+    event = {
+        "Code": code,
+        "Description": description or f"scheduled {code.replace('-', ' ')}",
+        "EventId": event_id or "instance-event-" + secrets.token_hex(8) + "0",
+        "NotAfter": aws_event_time(not_before + duration),
+        "NotBefore": aws_event_time(not_before),
+        "State": state,
+    }
+    if deadline is not None:
+        event["NotBeforeDeadline"] = aws_event_time(deadline)
+    return event
 
 
 def make_credentials(rng: secrets.SystemRandom | None = None) -> dict[str, str]:
@@ -83,6 +138,10 @@ class Imds:
         self.tokens: dict[str, float] = {}
         self.mode: str | None = None
         self.delay = 0.0
+        # Instance events (set_events): None is "nothing" ([] for scheduled, 404 otherwise).
+        self.scheduled: list[Any] | None = None
+        self.spot: dict[str, Any] | None = None
+        self.rebalance: dict[str, Any] | None = None
 
     # ---- control -------------------------------------------------------------------------
 
@@ -91,6 +150,37 @@ class Imds:
             raise ValueError(f"unknown IMDS mode {mode!r}; one of {', '.join(MODES)}")
         self.mode = mode
         self.delay = float(delay) if delay is not None else (2.0 if mode == "slow" else 0.0)
+
+    def set_events(
+        self,
+        scheduled: list[Any] | None = None,
+        spot: dict[str, Any] | None = None,
+        rebalance: dict[str, Any] | None = None,
+    ) -> None:
+        """Replace this node's instance events (None: none of that kind)."""
+        if scheduled is not None and not isinstance(scheduled, list):
+            raise ValueError("scheduled: a list of events or None")
+        for name, value in (("spot", spot), ("rebalance", rebalance)):
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"{name}: an object or None")
+        with self.lock:
+            self.scheduled, self.spot, self.rebalance = scheduled, spot, rebalance
+
+    def events(self) -> dict[str, Any]:
+        return {"scheduled": self.scheduled, "spot": self.spot, "rebalance": self.rebalance}
+
+    def event_tree(self) -> tuple[Tree, Tree | None]:
+        """The ``events`` directory and, with a notice, the ``spot`` one (caller holds the lock)."""
+        events: Tree = {
+            "maintenance": {
+                "history": "[]",
+                "scheduled": json.dumps(self.scheduled or [], indent=2),
+            }
+        }
+        if self.rebalance is not None:
+            events["recommendations"] = {"rebalance": json.dumps(self.rebalance)}
+        spot = {"instance-action": json.dumps(self.spot)} if self.spot is not None else None
+        return events, spot
 
     def refuses(self) -> bool:
         return self.mode == "down"
@@ -201,42 +291,47 @@ class Imds:
             "region": self.region,
             "version": "2017-09-30",
         }
+        events, spot = self.event_tree()
+        meta: Tree = {
+            "ami-id": instance.image_id,
+            "events": events,
+            "hostname": hostname,
+            "iam": {
+                "info": json.dumps(
+                    {
+                        "Code": "Success",
+                        "LastUpdated": self.credentials["LastUpdated"],
+                        "InstanceProfileArn": f"arn:aws:iam::{self.account_id}"
+                        f":instance-profile/{self.role}",
+                        "InstanceProfileId": self.profile_id,
+                    },
+                    indent=2,
+                ),
+                "security-credentials": {self.role: json.dumps(self.credentials, indent=2)},
+            },
+            "instance-id": instance.id,
+            "instance-type": instance.instance_type,
+            "local-hostname": hostname,
+            "local-ipv4": primary.private_ip_address,
+            "mac": primary.mac_address,
+            "network": {
+                "interfaces": {
+                    "macs": {eni.mac_address: self.interface(backend, eni) for eni in enis}
+                }
+            },
+            "placement": {
+                "availability-zone": az,
+                "availability-zone-id": zone,
+                "region": self.region,
+            },
+            "services": {"domain": "amazonaws.com", "partition": "aws"},
+        }
+        if spot is not None:
+            meta["spot"] = spot
         return {
             "latest": {
                 "api": {},
-                "meta-data": {
-                    "ami-id": instance.image_id,
-                    "hostname": hostname,
-                    "iam": {
-                        "info": json.dumps(
-                            {
-                                "Code": "Success",
-                                "LastUpdated": self.credentials["LastUpdated"],
-                                "InstanceProfileArn": f"arn:aws:iam::{self.account_id}"
-                                f":instance-profile/{self.role}",
-                                "InstanceProfileId": self.profile_id,
-                            },
-                            indent=2,
-                        ),
-                        "security-credentials": {self.role: json.dumps(self.credentials, indent=2)},
-                    },
-                    "instance-id": instance.id,
-                    "instance-type": instance.instance_type,
-                    "local-hostname": hostname,
-                    "local-ipv4": primary.private_ip_address,
-                    "mac": primary.mac_address,
-                    "network": {
-                        "interfaces": {
-                            "macs": {eni.mac_address: self.interface(backend, eni) for eni in enis}
-                        }
-                    },
-                    "placement": {
-                        "availability-zone": az,
-                        "availability-zone-id": zone,
-                        "region": self.region,
-                    },
-                    "services": {"domain": "amazonaws.com", "partition": "aws"},
-                },
+                "meta-data": meta,
                 "dynamic": {"instance-identity": {"document": json.dumps(document, indent=2)}},
             }
         }

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from .power import EventAction
 from .records import Call, Eni, LabError, PowerInfo, ThrottleCount
 from .spec import Timing
 from .throttle import ThrottleModel
@@ -79,6 +80,28 @@ class Knobs:
         """mode: down, slow (delay seconds), stale_token, disabled, garbage; None clears."""
         self._control("POST", "imds", {"node": node, "mode": mode, "delay": delay})
 
+    def set_instance_events(
+        self,
+        node: str,
+        scheduled: list[dict[str, Any]] | None = None,
+        spot: dict[str, Any] | None = None,
+        rebalance: dict[str, Any] | None = None,
+    ) -> None:
+        """What the node's IMDS says of AWS's plans for its instance (lab.imds), replacing what
+        was set: `scheduled` is events/maintenance/scheduled (None: ``[]``; lab.imds
+        .scheduled_event makes one), `spot` spot/instance-action, `rebalance`
+        events/recommendations/rebalance (None: 404). reset() clears them."""
+        self._control(
+            "POST",
+            "events",
+            {"node": node, "scheduled": scheduled, "spot": spot, "rebalance": rebalance},
+        )
+
+    def instance_events(self, node: str) -> dict[str, Any]:
+        """{"scheduled", "spot", "rebalance"} as set for `node` (None: nothing)."""
+        result: dict[str, Any] = self._control("GET", "events", query={"node": node})
+        return result
+
     def set_timing(
         self,
         *,
@@ -111,6 +134,30 @@ class Knobs:
             self._control("DELETE", "iam")
         else:
             self._control("POST", "iam", {"policy": dict(document)})
+
+    def set_role(
+        self,
+        arn: str,
+        trust: Mapping[str, Any],
+        policy: Mapping[str, Any] | None = None,
+        max_seconds: int = 3600,
+    ) -> None:
+        """Declare a role the lab's STS lets callers assume (lab.sts): its trust policy
+        (Principal AWS, sts:AssumeRole, sts:ExternalId conditions) and its identity policy,
+        enforced on the EC2 requests its sessions sign (None: not enforced). Replaces a role of
+        that ARN; reset() forgets them all."""
+        data = {"arn": arn, "trust": dict(trust), "max_seconds": max_seconds}
+        data["policy"] = dict(policy) if policy is not None else None
+        self._control("POST", "roles", data)
+
+    def role_sessions(self) -> list[dict[str, Any]]:
+        """The sessions the lab's STS issued: access_key, role_arn, session_name, arn, caller."""
+        result: dict[str, Any] = self._control("GET", "roles")
+        sessions: list[dict[str, Any]] = result["sessions"]
+        return sessions
+
+    def forget_roles(self) -> None:
+        self._control("DELETE", "roles")
 
     def set_throttle(self, model: ThrottleModel) -> None:
         """Throttle with `model` from now on: every bucket starts over, full; the counters stay.
@@ -157,6 +204,29 @@ class Knobs:
     def power(self) -> dict[str, PowerInfo]:
         """Node -> the power state of its instance as the lab last acted on it (lab.power)."""
         return {name: PowerInfo(**p) for name, p in self._control("GET", "power").items()}
+
+    def schedule_event_action(
+        self,
+        node: str,
+        at: float,
+        kind: str = "system-reboot",
+        grace: float | None = None,
+        event_id: str | None = None,
+    ) -> EventAction:
+        """Have the lab do at `at` (time.time()) what EC2 does at an event's NotBefore: a
+        graceful shutdown of the node (SIGTERM to its init), after at most `grace` seconds
+        (default lab.power.DEFAULT_GRACE) the hard stop, then for reboots the boot (lab.power).
+        kind: system-reboot, instance-reboot, instance-stop, instance-retirement, spot-stop,
+        spot-hibernate, spot-terminate. With `event_id`, that event then leaves the node's
+        events/maintenance/scheduled. reset() cancels what has not begun."""
+        data: dict[str, Any] = {"node": node, "at": at, "kind": kind, "event_id": event_id}
+        if grace is not None:
+            data["grace"] = grace
+        return EventAction.from_json(self._control("POST", "event-actions", data))
+
+    def event_actions(self) -> list[EventAction]:
+        """The event actions scheduled since the lab (or reset()) began, with their progress."""
+        return [EventAction.from_json(a) for a in self._control("GET", "event-actions")]
 
     def ca_pem(self) -> str:
         """The lab CA's certificate (PEM): it signs the regional endpoint's certificate."""

@@ -12,6 +12,28 @@ StartInstances, TerminateInstances call, and on every tick) and acts on each tra
   without addresses, no policy rules or extra routing tables. Nothing is started in it (a
   cluster node does not start its cluster stack at boot; `Cluster.start_node` does).
 
+What EC2 does at a scheduled event's NotBefore (``Lab.schedule_event_action``; the lab server's
+ticker starts it when its time comes, in a thread of its own):
+
+1. a graceful shutdown of the node's OS, as an ACPI power-button press makes systemd do: SIGTERM
+   to the node's init (every process of the node's network namespace that is PID 1 of its own
+   PID namespace: a cluster node's `nodeinit`, which stops pacemakerd, waits for it to stop the
+   resources, then stops corosync); a node without such an init gets SIGTERM on every process;
+2. the OS has halted once no process is left in the namespace; if that takes longer than the
+   grace period, the hard stop comes anyway (a crash, for the cluster);
+3. the hard stop, by kind: ``system-reboot`` and ``instance-reboot`` cut the power and boot the
+   node at once (the instance stays `running` in EC2); ``instance-stop``,
+   ``instance-retirement`` (EBS-backed: stopped), ``spot-stop`` and ``spot-hibernate`` stop the
+   instance in EC2 and ``spot-terminate`` terminates it (the power watch above cuts the node);
+4. with an `event_id`, that event leaves the node's ``events/maintenance/scheduled``.
+
+EC2 documents no exact grace period: its user guide says it hard-reboots an instance that "does
+not cleanly shut down within a few minutes" (older versions said four minutes, see "Reboot your
+instance", https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-reboot.html), and a
+stop can stay in `stopping` until forced (``StopInstances --force``, "Methods for stopping an
+instance"). The lab's default, DEFAULT_GRACE, is those four minutes; tests choose shorter ones.
+Spot interruptions give the same graceful shutdown at the notice's time.
+
 Only processes in the lab's own node namespaces are ever signalled, by PID.
 """
 
@@ -23,7 +45,9 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
 
 from . import netns
 
@@ -31,6 +55,18 @@ LOG = logging.getLogger("lab.power")
 KILL_ROUNDS = 50
 KERNEL_RULES = frozenset({0, 32766, 32767})
 KERNEL_TABLES = frozenset({"local", "main", "default", "255", "254", "253"})
+DEFAULT_GRACE = 240.0  # seconds from the ACPI shutdown to the hard stop (see the module doc)
+HALT_POLL = 0.05
+# event kind -> what the hard stop does to the instance
+EVENT_KINDS = {
+    "system-reboot": "reboot",
+    "instance-reboot": "reboot",
+    "instance-stop": "stop",
+    "instance-retirement": "stop",
+    "spot-stop": "stop",
+    "spot-hibernate": "stop",
+    "spot-terminate": "terminate",
+}
 
 
 @dataclass
@@ -39,9 +75,49 @@ class PowerState:
     offs: int = 0  # power cuts so far
     boots: int = 0  # boots after a power cut so far
     changed: float = 0.0  # time.time() of the last transition
+    shutdowns: int = 0  # graceful shutdowns begun by an event action so far
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass
+class EventAction:
+    """What EC2 does to a node at `at` (time.time()) for an event of `kind` (see the module doc).
+
+    `phase`: scheduled, shutting-down, done (cancelled by teardown, failed on a lab error: the
+    server's log says why); the times are time.time() of the steps, None until they happen;
+    `graceful`: whether the OS halted within the grace period (None until the hard stop)."""
+
+    node: str
+    at: float
+    kind: str
+    grace: float = DEFAULT_GRACE
+    event_id: Optional[str] = None
+    phase: str = "scheduled"
+    shutdown: Optional[float] = None  # SIGTERM sent
+    halted: Optional[float] = None  # no process left (None: the grace period ran out)
+    hard_stop: Optional[float] = None  # power cut / EC2 stop or terminate
+    booted: Optional[float] = None  # reboots: the node booted again
+    graceful: Optional[bool] = None
+    signalled: list[int] = field(default_factory=list)  # PIDs sent SIGTERM
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {self.kind!r}; one of {', '.join(EVENT_KINDS)}")
+        if not self.grace >= 0:
+            raise ValueError(f"grace must be a number of seconds >= 0, not {self.grace!r}")
+
+    @property
+    def effect(self) -> str:
+        return EVENT_KINDS[self.kind]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EventAction:
+        return cls(**data)
 
 
 def netns_inode(name: str) -> int | None:
@@ -82,6 +158,39 @@ def kill_all(name: str) -> int:
             signalled.add(pid)
         time.sleep(0.01)
     return len(signalled)
+
+
+def init_processes(name: str) -> list[int]:
+    """Host PIDs of the namespace's init processes: PID 1 of their own PID namespace."""
+    found = []
+    for pid in processes_in_netns(name):
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            # NSpid: the PID in each PID namespace, from the host's to the innermost
+            nspid = [line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")]
+            if nspid and len(nspid[0]) > 1 and nspid[0][-1] == "1":
+                found.append(pid)
+    return found
+
+
+def shutdown(name: str, grace: float, action: EventAction | None = None) -> bool:
+    """The graceful part of an event action: SIGTERM the node's init (or, without one, every
+    process), wait up to `grace` seconds for every process of the namespace to be gone; return
+    whether they were (the OS halted)."""
+    pids = init_processes(name) or processes_in_netns(name)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    if action is not None:
+        action.signalled = pids
+    LOG.info("shutdown %s: SIGTERM to %s", name, pids)
+    deadline = time.monotonic() + grace
+    while processes_in_netns(name):
+        if time.monotonic() >= deadline:
+            LOG.info("shutdown %s: not halted after %.1fs: hard stop", name, grace)
+            return False
+        time.sleep(HALT_POLL)
+    return True
 
 
 def _links(name: str) -> list[dict[str, object]]:

@@ -73,6 +73,7 @@ class PowerInfo:
     offs: int  # power cuts the lab made in the node so far
     boots: int  # boots after a power cut so far
     changed: float  # time.time() of the last transition
+    shutdowns: int = 0  # graceful shutdowns begun by an event action (lab.power) so far
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ sockets are created from this process by entering the namespace with setns(); ev
 knows which node it serves and passes that on in the WSGI environ.
 
 The ticker (every 20 ms, and at once after a call that may change something) completes
-transitions, hotplugs ENI links, acts on instance power changes (lab.power) and, with a data
-plane, makes the VPC namespace forward what AWS says (lab.dataplane).
+transitions, hotplugs ENI links, acts on instance power changes (lab.power), starts the event
+actions whose time has come (what EC2 does at a scheduled event's NotBefore, lab.power) and,
+with a data plane, makes the VPC namespace forward what AWS says (lab.dataplane).
 
 moto is not thread-safe: every call into it (and into the fidelity World) holds LOCK (in
 lab.ec2_api). Injected latency, late answers and black holes wait outside the lock.
@@ -43,7 +44,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from . import iam, netns, power
+from . import iam, netns, power, sts
 from .control import Control
 from .dataplane import DataPlane, Forwarding
 from .dataplane import plan as plan_forwarding
@@ -54,7 +55,7 @@ from .faults import (
 )
 from .hotplug import Hotplug, Plugged
 from .listeners import Listener, StartResponse, WSGIApp, never, open_socket, serve
-from .power import PowerState
+from .power import EventAction, PowerState
 from .spec import (
     LabSpec,
     Timing,
@@ -100,9 +101,14 @@ class LabServer(Control):
         self.dataplane: DataPlane | None = None
         self.power: dict[str, PowerState] = {}
         self.power_lock = threading.Lock()
+        # What EC2 does at events' NotBefore (lab.power), in the order scheduled; power_lock.
+        self.event_actions: list[EventAction] = []
         # The identity policy of the nodes' instance role, enforced on requests signed with a
         # node's IMDS credentials (lab.iam); None: nothing is enforced. Guarded by LOCK.
         self.policy: tuple[dict[str, Any], iam.Policy] | None = None
+        # The roles the lab's STS lets callers assume, and the sessions it issued (lab.sts).
+        self.roles: dict[str, sts.LabRole] = {}
+        self.sessions: dict[str, sts.Session] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -198,10 +204,15 @@ class LabServer(Control):
             self.calls.clear()
             self.throttle.reset()
             self.policy = None
+            self.roles, self.sessions = {}, {}
             self.world.reset(Timing())
             self.dataplane = None
         with self.power_lock:
             self.power = {}
+            for action in self.event_actions:
+                if action.phase == "scheduled":
+                    action.phase = "cancelled"
+            self.event_actions = []
         self.hotplug.forget()
 
     def namespaces(self) -> list[str]:
@@ -258,6 +269,7 @@ class LabServer(Control):
             return self.generation == generation
 
         self.sync_power()
+        self.start_event_actions(generation)
         self.hotplug.reconcile(want, spec.vpc_netns, current)
         if dataplane is not None and forwarding is not None:
             with dataplane.lock:
@@ -306,6 +318,112 @@ class LabServer(Control):
                 elif state == "running":
                     known.boots += 1
                     power.boot(node.netns, node.ip, prefixlen(node.subnet), gateway(node.subnet))
+
+    # ---- event actions: EC2 at a scheduled event's NotBefore ---------------------------------
+
+    def schedule_event_action(self, data: dict[str, Any]) -> dict[str, Any]:
+        spec = self.spec
+        if spec is None:
+            raise ValueError("the lab is not set up")
+        action = EventAction(
+            node=str(data["node"]),
+            at=float(data["at"]),
+            kind=str(data["kind"]),
+            grace=float(data.get("grace", power.DEFAULT_GRACE)),
+            event_id=data.get("event_id"),
+        )
+        if action.node not in {n.name for n in spec.nodes}:
+            raise ValueError(f"no node {action.node!r}")
+        with self.power_lock:
+            self.event_actions.append(action)
+        self.wake.set()
+        return action.to_json()
+
+    def event_action_states(self) -> list[dict[str, Any]]:
+        with self.power_lock:
+            return [action.to_json() for action in self.event_actions]
+
+    def start_event_actions(self, generation: int) -> None:
+        """Start, each in its own thread, the event actions whose time has come."""
+        now = time.time()
+        with self.power_lock:
+            due = [a for a in self.event_actions if a.phase == "scheduled" and a.at <= now]
+            for action in due:
+                action.phase = "shutting-down"
+        for action in due:
+            threading.Thread(
+                target=self.run_event_action,
+                args=(action, generation),
+                daemon=True,
+                name=f"event-{action.node}",
+            ).start()
+
+    def run_event_action(self, action: EventAction, generation: int) -> None:
+        try:
+            self._run_event_action(action, generation)
+        except Exception:
+            LOG.exception("event action %s on %s failed", action.kind, action.node)
+            action.phase = "failed"
+
+    def _run_event_action(self, action: EventAction, generation: int) -> None:
+        spec = self.spec
+        node = next((n for n in spec.nodes if n.name == action.node), None) if spec else None
+        if node is None or self.generation != generation:
+            return
+        with self.power_lock:
+            known = self.power.get(node.name)
+            if known is not None:
+                known.shutdowns += 1
+        action.shutdown = time.time()
+        halted = power.shutdown(node.netns, action.grace, action)
+        action.graceful = halted
+        action.halted = time.time() if halted else None
+        if self.generation != generation:
+            return
+        if action.effect == "reboot":
+            with self.power_lock:
+                known = self.power.get(node.name)
+                if known is not None and known.state != "running":
+                    # stopped meanwhile (fence_aws "off", StopInstances): nothing to reboot
+                    action.phase = "done"
+                    return
+                action.hard_stop = time.time()
+                power.power_off(node.netns)
+                if known is not None:
+                    known.offs += 1
+                    known.changed = action.hard_stop
+                power.boot(node.netns, node.ip, prefixlen(node.subnet), gateway(node.subnet))
+                action.booted = time.time()
+                if known is not None:
+                    known.boots += 1
+                    known.changed = action.booted
+        else:
+            with LOCK:
+                ids = [i for i, name in self.instance_node.items() if name == node.name]
+                action.hard_stop = time.time()
+                if action.effect == "stop":
+                    self.world.backend.stop_instances(ids)
+                else:
+                    self.world.backend.terminate_instances(ids)
+            self.sync_power()
+        if action.event_id is not None:
+            self._forget_event(node.name, action.event_id)
+        action.phase = "done"
+        self.wake.set()
+
+    def _forget_event(self, node: str, event_id: str) -> None:
+        """The completed event leaves the node's events/maintenance/scheduled."""
+        imds = self.imds.get(node)
+        if imds is None:
+            return
+        with LOCK:
+            events = imds.events()
+        scheduled = [
+            e
+            for e in (events.get("scheduled") or [])
+            if not (isinstance(e, dict) and e.get("EventId") == event_id)
+        ]
+        imds.set_events(scheduled, events.get("spot"), events.get("rebalance"))
 
     # ---- WSGI routing ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import http.client
 from collections.abc import Callable
 from typing import Optional, TypeVar
 
+from ipfailover.aws.proxy import refusal, tunnel_status
 from ipfailover.aws.retry import PERMISSION_CODES
 from ocf_shim import ArgsError, ConfigError, GenericError, NotInstalledError, OCFError, PermError
 
@@ -45,20 +46,34 @@ class AwsError(OCFError):
         self.operation = operation
 
 
-def map_client_error(operation: str, code: str, message: str) -> AwsError:
-    """The OCF meaning of a non-retryable EC2 error."""
+def map_client_error(
+    operation: str,
+    code: str,
+    message: str,
+    *,
+    service: str = "ec2",
+    principal: str = "this node",
+    resource: Optional[str] = None,
+    fix: str = "allow it in the IAM policy of the instance role",
+) -> AwsError:
+    """The OCF meaning of a non-retryable error of an AWS API (EC2, or STS for the roles).
+
+    A denial names who was denied (``principal``: this node, the role of role_arn, the routing
+    role), the permission, the resource when the request names one, and where to allow it.
+    """
     detail = f"{code}: {message}" if message else code
     if code in PERMISSION_CODES:
+        on = f" on {resource}" if resource else ""
         return AwsError(
-            f"EC2 {operation} was denied ({detail}); allow ec2:{operation} in the IAM policy of "
-            "the instance role",
+            f"{principal} may not {service}:{operation}{on} ({detail}); {fix}",
             4,
             code,
             operation,
         )
+    label = service.upper()
     if code.endswith(_CONFIG_SUFFIXES) or code in _CONFIG_CODES:
-        return AwsError(f"EC2 {operation} failed: {detail}", 6, code, operation)
-    return AwsError(f"EC2 {operation} failed: {detail}", 1, code, operation)
+        return AwsError(f"{label} {operation} failed: {detail}", 6, code, operation)
+    return AwsError(f"{label} {operation} failed: {detail}", 1, code, operation)
 
 
 NO_CREDENTIALS = (
@@ -122,6 +137,8 @@ def is_transient(exc: BaseException) -> bool:
     """True for network and TLS trouble: the same request may succeed on a later attempt."""
     from botocore import exceptions as bex
 
+    if tunnel_status(exc) is not None:  # a proxy refused: the same answer next time
+        return False
     if isinstance(exc, (bex.HTTPClientError, bex.ConnectionError, bex.IncompleteReadError)):
         return True
     if isinstance(exc, (OCFError, bex.BotoCoreError, *_LOCAL_FILE_ERRORS)):
@@ -137,6 +154,9 @@ def map_exception(exc: BaseException, doing: str, local_files: bool = False) -> 
     """
     if isinstance(exc, OCFError):
         return exc
+    status = tunnel_status(exc)
+    if status is not None:
+        return refusal(status, doing)
     name = type(exc).__name__
     detail = f"{name}: {short(exc)}".rstrip(": ")
     if isinstance(exc, ImportError):  # botocore itself, or a module it needs, is missing

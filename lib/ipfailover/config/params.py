@@ -13,6 +13,7 @@ from ipfailover.config.syntax import (
     PATH_MAX,
     address_text,
     address_version,
+    has_userinfo,
     ip_object,
     is_integer_text,
     is_mapped,
@@ -112,6 +113,7 @@ class AwsSettings:
         "endpoint_url",
         "profile",
         "proxy",
+        "proxy_credentials_file",
         "region",
         "role_arn",
         "sts_endpoint_url",
@@ -127,6 +129,7 @@ class AwsSettings:
         sts_endpoint_url: Optional[str] = None,
         proxy: Optional[str] = None,
         ca_bundle: Optional[str] = None,
+        proxy_credentials_file: Optional[str] = None,
     ) -> None:
         self.region = region
         self.profile = profile
@@ -134,6 +137,7 @@ class AwsSettings:
         self.endpoint_url = endpoint_url
         self.sts_endpoint_url = sts_endpoint_url
         self.proxy = proxy
+        self.proxy_credentials_file = proxy_credentials_file
         self.ca_bundle = ca_bundle
 
 
@@ -142,6 +146,12 @@ def _text(params: Mapping[str, Value], name: str) -> Optional[str]:
     if value is None or value == "":
         return None
     return str(value)
+
+
+# The value of a CIB secret (cibsecret) in the CIB. pacemaker-execd replaces it with the value
+# kept on the node before running the agent; when it cannot read that, it fails every action as
+# "not configured" without running the agent, but a stop, which runs with this value as it is.
+LRM_PLACEHOLDER = "lrm://"
 
 
 def parse_aws_settings(params: Mapping[str, Value]) -> AwsSettings:
@@ -164,24 +174,42 @@ def parse_aws_settings(params: Mapping[str, Value]) -> AwsSettings:
     endpoint = _text(params, "endpoint_url")
     sts_endpoint = _text(params, "sts_endpoint_url")
     proxy = _text(params, "proxy")
-    ca_bundle = _text(params, "ca_bundle")
-    # Any absolute path the kernel takes; whether the file is there and readable is a fact of
-    # this node (checked when the client is made).
-    if ca_bundle is not None and not (
-        ca_bundle.startswith("/")
-        and len(name_bytes(ca_bundle)) < PATH_MAX
-        and ca_bundle.isprintable()
-    ):
-        raise ConfigError(f"parameter 'ca_bundle': {quote(ca_bundle)} is not an absolute path")
+    if proxy is not None and proxy.strip() == LRM_PLACEHOLDER:
+        proxy_url: Optional[str] = LRM_PLACEHOLDER  # a fact of this node: 2 when the client is made
+    else:
+        proxy_url = parse_proxy_url("proxy", proxy) if proxy else None
+    credentials_file = _absolute_path(params, "proxy_credentials_file")
+    if credentials_file is not None and proxy_url is None:
+        raise ConfigError(
+            "parameter 'proxy_credentials_file' is set but 'proxy' is not: set proxy to "
+            "http://host:port"
+        )
+    if credentials_file is not None and proxy_url is not None and has_userinfo(proxy_url):
+        raise ConfigError(
+            "parameters 'proxy' and 'proxy_credentials_file' both give the proxy's credentials: "
+            "keep one (the proxy URL without user:password@ and the file, or the URL alone)"
+        )
     return AwsSettings(
         region=region,
         profile=profile,
         role_arn=role_arn,
         endpoint_url=parse_url("endpoint_url", endpoint) if endpoint else None,
         sts_endpoint_url=parse_url("sts_endpoint_url", sts_endpoint) if sts_endpoint else None,
-        proxy=parse_proxy_url("proxy", proxy) if proxy else None,
-        ca_bundle=ca_bundle,
+        proxy=proxy_url,
+        ca_bundle=_absolute_path(params, "ca_bundle"),
+        proxy_credentials_file=credentials_file,
     )
+
+
+def _absolute_path(params: Mapping[str, Value], name: str) -> Optional[str]:
+    """Any absolute path the kernel takes; whether the file is there and readable is a fact of
+    this node (checked when the client is made)."""
+    path = _text(params, name)
+    if path is not None and not (
+        path.startswith("/") and len(name_bytes(path)) < PATH_MAX and path.isprintable()
+    ):
+        raise ConfigError(f"parameter {name!r}: {quote(path)} is not an absolute path")
+    return path
 
 
 AWS_PARAMETERS = (
@@ -224,8 +252,18 @@ AWS_PARAMETERS = (
         "HTTPS proxy for the EC2 API",
         "Proxy URL (http://host:port, or http://user:password@host:port for a proxy that "
         "asks for Basic authentication; '@', ':' or '/' in the password as %40, %3A, %2F) for "
-        "the calls to the AWS APIs. The password is never logged. The instance metadata "
-        "service is never reached through it.",
+        "the calls to the AWS APIs (EC2, STS). The password is never logged; a parameter is "
+        "kept in clear text in the CIB, so keep it in a CIB secret (cibsecret) or give the "
+        "credentials in proxy_credentials_file instead. The instance metadata service is "
+        "never reached through it.",
+    ),
+    Parameter(
+        "proxy_credentials_file",
+        "File with the proxy's user and password",
+        "Path of a file holding one line user:password (as they are, not percent-encoded) for "
+        "the proxy given in proxy (without user:password@ there). It must be a regular file "
+        "owned by root with mode 0600 or 0400 on every node; otherwise the action fails on "
+        "that node (exit 2).",
     ),
     Parameter(
         "ca_bundle",
@@ -235,16 +273,38 @@ AWS_PARAMETERS = (
     ),
 )
 
+# monitor_api: "true" (the AWS check at every monitor), "false" (never), or MONITOR_API_DEEP:
+# only in a monitor at OCF_CHECK_LEVEL >= DEEP_CHECK_LEVEL (and in probes). Not a boolean in
+# the meta-data, so that the third value is valid; true/false are parsed as Pacemaker does.
+MONITOR_API_DEEP = "deep"
+DEEP_CHECK_LEVEL = 10
 MONITOR_API_PARAMETER = Parameter(
     "monitor_api",
-    "Check the AWS side in monitor",
-    "When true, every monitor also asks EC2 (one API call) whether AWS still sends the address "
-    "to this instance. When false, monitor only checks the operating system side. If the AWS "
-    "check cannot complete (API unreachable or throttled), monitor logs a warning and reports "
-    "the state of the operating system side instead of failing the resource.",
-    type="boolean",
-    default=True,
+    "Check the AWS side in monitor: true, deep or false",
+    "true: every monitor also asks EC2 (one API call) whether AWS still sends the address to "
+    "this instance. deep: only the deep monitor does (a monitor operation with "
+    f"OCF_CHECK_LEVEL={DEEP_CHECK_LEVEL}, the meta-data's monitor action of depth "
+    f"{DEEP_CHECK_LEVEL}, and probes); the other monitors check the operating system side alone, "
+    "which costs a small part of the CPU; configure two monitor operations (see the examples). "
+    "false: monitor only checks the operating system side. If the AWS check cannot complete "
+    "(API unreachable or throttled), monitor logs a warning and reports the state of the "
+    "operating system side instead of failing the resource.",
+    default="true",
 )
+
+
+def monitor_api(params: Mapping[str, Value]) -> str:
+    """The monitor_api parameter: "true", "false" or MONITOR_API_DEEP (default "true", so that a
+    configuration with one monitor operation keeps its AWS check)."""
+    value = params.get("monitor_api")
+    if isinstance(value, str) and value.strip().lower() == MONITOR_API_DEEP:
+        return MONITOR_API_DEEP
+    try:
+        return "true" if flag(params, "monitor_api", True) else "false"
+    except ConfigError:
+        raise ConfigError(
+            f"parameter 'monitor_api' must be true, false or {MONITOR_API_DEEP}, got {quote(value)}"
+        ) from None
 
 
 def declare(
@@ -257,15 +317,21 @@ def declare(
     parse: Callable[[Mapping[str, Value]], object],
     start: int,
     stop: int,
+    monitor_in: str = "actions",
 ) -> Agent:
     """An agent of this package as they are all declared: the standard actions (no reload, no
-    migration; monitor every 10 s), whose handlers are the functions start, stop, monitor and
+    migration; monitor every 10 s at depth 0, and every 120 s at depth 10, the deep monitor of
+    monitor_api=deep), whose handlers are the functions start, stop, monitor and
     validate of the ``actions`` module next to ``declaration`` (the declaration's ``__name__``),
     imported only when an action runs, so that the declaration stays cheap to import: meta-data,
     usage and the syntax check (validate-all at OCF_CHECK_LEVEL=0, or bad input in any action)
-    load no client, and ipaddress and re only once a value is checked."""
-    actions = declaration.rsplit(".", 1)[0] + ".actions"
-    functions = {"start": "start", "stop": "stop", "monitor": "monitor", "validate-all": "validate"}
+    load no client, and ipaddress and re only once a value is checked. ``monitor_in`` names
+    another module of the package whose ``monitor`` handles monitor: one lighter than
+    ``actions``, for the OS-only monitor that runs every few seconds (issue 16)."""
+    package = declaration.rsplit(".", 1)[0]
+    actions = package + ".actions"
+    functions = {"start": "start", "stop": "stop", "validate-all": "validate"}
+    monitor = lazy_handler(f"{package}.{monitor_in}", "monitor")
     return Agent(
         name=name,
         version=__version__,
@@ -276,10 +342,16 @@ def declare(
             ActionSpec("start", timeout=start),
             ActionSpec("stop", timeout=stop),
             ActionSpec("monitor", timeout=20, interval=10, depth=0),
+            # The deep monitor (monitor_api=deep): the AWS check, more rarely, with its own
+            # timeout (pcs copies these actions into the CIB; crmsh does not).
+            ActionSpec("monitor", timeout=30, interval=120, depth=DEEP_CHECK_LEVEL),
             ActionSpec("validate-all", timeout=20),
             ActionSpec("meta-data", timeout=5),
         ),
-        handlers={action: lazy_handler(actions, f) for action, f in functions.items()},
+        handlers={
+            **{action: lazy_handler(actions, f) for action, f in functions.items()},
+            "monitor": monitor,
+        },
         logger="ipfailover",
         config=parse,
     )

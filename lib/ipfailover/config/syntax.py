@@ -146,13 +146,20 @@ def parse_id(name: str, value: str, prefix: str) -> str:
     return text
 
 
+# AWS's default quota of route tables per VPC (a bound against runaway input, not a tuning
+# knob: 100 tables cost about 10 s of the account's ReplaceRoute bucket, see the README).
+MAX_IDS = 200
+
+
 def parse_id_list(name: str, value: str, prefix: str) -> tuple[str, ...]:
     """A comma (or blank) separated list of ids, duplicates removed, order kept."""
     items = value.replace(",", " ").split()
     if not items:
         raise ConfigError(f"parameter {name!r} is empty")
-    if len(items) > 50:
-        raise ConfigError(f"parameter {name!r} lists {len(items)} ids; at most 50 are supported")
+    if len(items) > MAX_IDS:
+        raise ConfigError(
+            f"parameter {name!r} lists {len(items)} ids; at most {MAX_IDS} are supported"
+        )
     return tuple(dict.fromkeys(parse_id(name, item, prefix) for item in items))
 
 
@@ -253,15 +260,45 @@ def parse_url(name: str, value: str) -> str:
 
 def parse_proxy_url(name: str, value: str) -> str:
     """An http(s) URL as :func:`parse_url`, with ``user:password@`` allowed (an authenticated
-    proxy: botocore sends them as Basic proxy authorization, percent-decoded). Messages never
-    show the password."""
+    proxy: botocore sends them as Basic proxy authorization, percent-decoded, so they must meet
+    :func:`credentials_problem` once decoded). Messages never show the password."""
     text = value.strip()
     if not _is_url(text, userinfo=True):
         raise ConfigError(
             f"parameter {name!r}: {redact(name, value)} is not an http(s) URL "
             "(http://[user:password@]host[:port]; '@', ':' or '/' in a password as %40, %3A, %2F)"
         )
+    if has_userinfo(text):
+        from urllib.parse import unquote
+
+        userinfo = text.partition("://")[2].partition("/")[0].rpartition("@")[0]
+        user, colon, password = userinfo.partition(":")
+        problem = credentials_problem(unquote(user), unquote(password) if colon else "")
+        if problem:
+            raise ConfigError(f"parameter {name!r}: {redact(name, value)}: {problem}")
     return text
+
+
+def credentials_problem(user: str, password: str) -> Optional[str]:
+    """What makes ``user`` and ``password`` unusable as a proxy's Basic credentials through
+    botocore, or None: it sends them only when both are non-empty, encodes them as ASCII (any
+    other character fails every request), and a ``:`` in the user would move the rest into the
+    password (RFC 7617)."""
+    if not user or not password:
+        return "the proxy's user and password must both be given (user:password)"
+    if ":" in user:
+        return "the proxy's user name contains ':', which Basic authentication cannot carry"
+    if not (user + password).isascii() or not (user + password).isprintable():
+        return (
+            "the proxy's user and password must be printable ASCII (botocore sends them as ASCII)"
+        )
+    return None
+
+
+def has_userinfo(url: str) -> bool:
+    """Whether a URL :func:`parse_proxy_url` took carries ``user:password@``."""
+    authority = url.partition("://")[2].partition("/")[0]
+    return "@" in authority
 
 
 def parse_int_range(name: str, value: int, low: int, high: int) -> int:

@@ -32,11 +32,9 @@ from ipfailover.eni.declaration import Config
 from ipfailover.eni.os_apply import configure_os, release_os
 from ipfailover.eni.os_apply import observe as observe_os
 from ipfailover.eni.os_plan import (
-    EniFacts,
     eni_facts,
     foreign_rules,
     monitor_problems,
-    own_rules,
     same_eni,
     wanted_os,
 )
@@ -47,15 +45,14 @@ from ipfailover.eni.record import (
     record_path,
     remove_record,
     save_record,
-    state_dir,
 )
-from ipfailover.runtime import Runtime, aws_check
+from ipfailover.eni.watch import os_check, record_check
+from ipfailover.runtime import Runtime, aws_check, aws_check_due
 from ocf_shim import OCF, ArgsError, ConfigError, Context, GenericError, OCFError, get_log
 
 if TYPE_CHECKING:
     from ipfailover.aws.client import Api
     from ipfailover.aws.ec2 import Eni, Subnet
-    from ipfailover.host.netlink import Netlink
 
 log = get_log("ipfailover")
 
@@ -202,39 +199,16 @@ def stop(ctx: Context) -> int:
     return OCF.SUCCESS
 
 
-def _record_check(
-    ctx: Context, nl: Netlink, cfg: Config, record: Optional[EniFacts], damaged: bool = False
-) -> int:
-    """The OS-only check, from what start recorded (``damaged``: a record exists but could not
-    be used, so a start did run here: "not running" would be a guess)."""
-    if record is None:
-        if damaged:
-            raise GenericError(
-                f"cannot tell whether {cfg.eni_id} is running here: its record in "
-                f"{state_dir(ctx)} is unusable (see the warning) and EC2 cannot be asked"
-            )
-        if cfg.policy_routing and own_rules(nl.rules(), cfg.table, cfg.priority):
-            raise GenericError(
-                f"cannot tell whether {cfg.eni_id} is running here: rules of table {cfg.table} "
-                "exist but there is no record of a start on this node"
-            )
-        if not ctx.is_probe:
-            log.info("%s was not started on this node (no record)", cfg.eni_id)
-        return OCF.NOT_RUNNING
-    wanted = wanted_os(record, cfg.policy_routing, cfg.table, cfg.priority, cfg.ipv6_gateway)
-    problems = monitor_problems(wanted, observe_os(nl, record.mac, cfg.table))
-    if problems:
-        log.warning("%s is not working on this node: %s", cfg.eni_id, "; ".join(problems))
-        return OCF.NOT_RUNNING
-    return OCF.SUCCESS
-
-
 def monitor(ctx: Context) -> int:
+    """The AWS check (and the OS side) when due; else the OS side alone (:mod:`.watch`, where
+    every monitor starts)."""
     cfg = ctx.config_as(Config)
-    from ipfailover.aws import ec2, instance
-    from ipfailover.aws.errors import ENI_NOT_FOUND, error_code
-
     with Runtime(ctx, cfg.aws) as rt:
+        if not aws_check_due(ctx, cfg.monitor_api):
+            return os_check(ctx, rt, cfg)
+        from ipfailover.aws import ec2, instance
+        from ipfailover.aws.errors import ENI_NOT_FOUND, error_code
+
         try:
             instance_id = instance.instance_id(rt.imds)
         except OCFError as exc:
@@ -247,12 +221,10 @@ def monitor(ctx: Context) -> int:
             )
             record = any_record(ctx.environ, cfg.eni_id)
             damaged = record is None and bool(record_names(ctx, cfg.eni_id))
-            return _record_check(ctx, rt.netlink, cfg, record, damaged)
+            return record_check(ctx, rt.netlink, cfg, record, damaged)
         path = record_path(ctx.environ, cfg.eni_id, instance_id)
         record = load_record(path, cfg.eni_id)
         damaged = record is None and os.path.lexists(path)
-        if not cfg.monitor_api:
-            return _record_check(ctx, rt.netlink, cfg, record, damaged)
 
         def look() -> tuple[Api, Eni]:
             api = rt.api()
@@ -260,7 +232,7 @@ def monitor(ctx: Context) -> int:
 
         checked = aws_check(look, cfg.eni_id, lambda exc: error_code(exc) == ENI_NOT_FOUND)
         if checked is None:
-            return _record_check(ctx, rt.netlink, cfg, record, damaged)
+            return record_check(ctx, rt.netlink, cfg, record, damaged)
         api, eni = checked
         problem = primary_problem(eni)
         if problem:

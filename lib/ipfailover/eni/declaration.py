@@ -10,6 +10,7 @@ from ipfailover.config.params import (
     declare,
     flag,
     integer,
+    monitor_api,
     parse_aws_settings,
     parse_ipv6_gateway,
 )
@@ -152,7 +153,7 @@ class Config:
         table: int,
         priority: int,
         ipv6_gateway: Optional[str],
-        monitor_api: bool,
+        monitor_api: str,
         aws: AwsSettings,
     ) -> None:
         self.eni_id = eni_id
@@ -201,7 +202,7 @@ def parse_config(params: Mapping[str, Value]) -> Config:
         table=table,
         priority=priority,
         ipv6_gateway=parse_ipv6_gateway(params.get("ipv6_gateway")),
-        monitor_api=flag(params, "monitor_api", True),
+        monitor_api=monitor_api(params),
         aws=parse_aws_settings(params),
     )
 
@@ -215,4 +216,5 @@ AGENT = declare(
     parse=parse_config,
     start=60,
     stop=60,
+    monitor_in="watch",
 )

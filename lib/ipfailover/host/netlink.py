@@ -12,9 +12,6 @@ import errno
 import ipaddress
 import socket
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
 
 from ipfailover.host.rtnl import (
     FRA_PRIORITY,
@@ -38,10 +35,18 @@ from ipfailover.host.rtnl import (
     RTM_NEWROUTE,
     RTM_NEWRULE,
     DumpReader,
-    NetlinkSocket,
     route_socket,
 )
 from ocf_shim import Deadline, GenericError, NotInstalledError
+
+# No dataclasses or typing at run time: every monitor reads links and addresses, and those two
+# imports cost about as much CPU as starting Python (issue 16: the OS-only monitor's budget).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, Callable, Optional
+
+    from ipfailover.host.rtnl import NetlinkSocket
 
 IFF_UP = 0x1
 IFA_F_SECONDARY = 0x01  # IPv4: another address of the same subnet and prefix came first
@@ -54,22 +59,68 @@ _MISSING = (errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV)
 _ADDRESS_BYTES: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 16}
 
 
-@dataclass(frozen=True)
-class Link:
+class _Value:
+    """An immutable value, equal to and hashed as another of its class with the same fields
+    (its ``__slots__``): what a frozen dataclass gives, for a few classes read at every monitor."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _init(self, **fields: object) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self) or not isinstance(other, _Value):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, *self._fields()))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({shown})"
+
+
+class Link(_Value):
+    __slots__ = ("index", "name", "mac", "up")  # noqa: RUF023 - in order
     index: int
     name: str
     mac: str
     up: bool
 
+    def __init__(self, index: int, name: str, mac: str, up: bool) -> None:
+        self._init(index=index, name=name, mac=mac, up=up)
 
-@dataclass(frozen=True)
-class Addr:
+
+class Addr(_Value):
+    __slots__ = ("ip", "prefixlen", "index", "label", "flags", "family")  # noqa: RUF023 - in order
     ip: str
     prefixlen: int
     index: int
     label: Optional[str]
-    flags: int = 0  # IFA_F_*
-    family: int = socket.AF_INET  # from the message (ifa_family)
+    flags: int  # IFA_F_*
+    family: int  # from the message (ifa_family)
+
+    def __init__(  # noqa: PLR0917 - the fields, in order, as the dataclass had them
+        self,
+        ip: str,
+        prefixlen: int,
+        index: int,
+        label: Optional[str],
+        flags: int = 0,
+        family: int = socket.AF_INET,
+    ) -> None:
+        self._init(ip=ip, prefixlen=prefixlen, index=index, label=label, flags=flags, family=family)
 
     @property
     def secondary(self) -> bool:
@@ -78,21 +129,36 @@ class Addr:
         return bool(self.flags & IFA_F_SECONDARY)
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(_Value):
+    __slots__ = ("priority", "table", "src", "family")  # noqa: RUF023 - in order
     priority: int
     table: int
     src: Optional[str]  # "10.0.3.7/32" or None for "from all"
-    family: int = socket.AF_INET  # from the message: tells "from all" rules of both apart
+    family: int  # from the message: tells "from all" rules of both apart
+
+    def __init__(
+        self, priority: int, table: int, src: Optional[str], family: int = socket.AF_INET
+    ) -> None:
+        self._init(priority=priority, table=table, src=src, family=family)
 
 
-@dataclass(frozen=True)
-class RouteEntry:
+class RouteEntry(_Value):
+    __slots__ = ("dst", "gateway", "oif", "table", "family")  # noqa: RUF023 - in order
     dst: Optional[str]  # "10.0.3.0/24" or None for the default route
     gateway: Optional[str]
     oif: Optional[int]
     table: int
-    family: int = socket.AF_INET
+    family: int
+
+    def __init__(
+        self,
+        dst: Optional[str],
+        gateway: Optional[str],
+        oif: Optional[int],
+        table: int,
+        family: int = socket.AF_INET,
+    ) -> None:
+        self._init(dst=dst, gateway=gateway, oif=oif, table=table, family=family)
 
 
 def _u32(raw: Optional[bytes]) -> int:
@@ -267,7 +333,19 @@ class Netlink(DumpReader):
             kwargs["flags"] = IFA_F_NODAD  # usable at once: the address is ours by AWS's word
         elif label:
             kwargs["label"] = label
-        return self._do(_EXISTS, f"add address {ip}/{prefixlen}", "addr", "add", **kwargs)
+        what = f"add address {ip}/{prefixlen}"
+        if self._do(_EXISTS, what, "addr", "add", **kwargs):
+            return True
+        if family == socket.AF_INET6 or not label:
+            return False
+        # There already, with another label (added by hand, or before iflabel was set): the
+        # kernel keeps an address's label for its lifetime (a replace leaves it), so the
+        # address is added again with it; scripts grep for the label.
+        seen = [a for a in self.addresses(index) if a.ip == ip and a.prefixlen == prefixlen]
+        if not seen or seen[0].label == label:
+            return False
+        self.del_address(index, ip, prefixlen)
+        return self._do((), what + f" with label {label}", "addr", "add", **kwargs)
 
     def del_address(self, index: int, ip: str, prefixlen: int) -> bool:
         return self._do(

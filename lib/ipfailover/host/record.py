@@ -17,11 +17,14 @@ import contextlib
 import json
 import os
 import stat
-import tempfile
-from collections.abc import Mapping
-from typing import Any, Optional
 
 from ocf_shim import get_log
+
+# No tempfile (writes only) or typing on the read path: monitors read records (issue 16).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, Optional
 
 log = get_log("ipfailover")
 
@@ -56,6 +59,8 @@ def write(path: str, data: Mapping[str, Any]) -> bool:
     temporary: Optional[str] = None
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
+        import tempfile
+
         fd, temporary = tempfile.mkstemp(
             prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
         )

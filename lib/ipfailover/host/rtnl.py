@@ -11,10 +11,29 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Iterator
-from typing import Any, Callable, Optional, Protocol, TypeVar
 
 from ocf_shim import Deadline, GenericError
+
+# No typing at run time: every monitor reads the kernel's tables (the OS-only monitor's CPU).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, Callable, Optional, Protocol, TypeVar
+
+    _T = TypeVar("_T")
+
+    class NetlinkSocket(Protocol):
+        """What the reader needs of a bound ``NETLINK_ROUTE`` socket (tests give a fake
+        kernel)."""
+
+        def send(self, data: bytes, /) -> int: ...
+
+        def recvmsg(self, bufsize: int, /) -> tuple[bytes, list[Any], int, Any]: ...
+
+        def settimeout(self, value: Optional[float], /) -> None: ...
+
+        def close(self) -> None: ...
+
 
 # Netlink message types, flags and attributes (linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h)
 NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 2, 3, 4
@@ -41,7 +60,6 @@ _READ_ATTEMPTS = 10
 # the deadline's margin: a monitor whose AWS check used up the time still decides from the OS);
 # only the retries stop.
 _LATE_WAIT = 0.2
-_T = TypeVar("_T")
 
 
 def _messages(data: bytes, what: str) -> Iterator[tuple[int, int, int, bytes]]:
@@ -64,18 +82,6 @@ def _status(payload: bytes, what: str) -> int:
     if len(payload) < 4:
         raise GenericError(f"malformed netlink answer listing the kernel's {what}: no status")
     return abs(int(struct.unpack_from("=i", payload)[0]))
-
-
-class NetlinkSocket(Protocol):
-    """What the reader needs of a bound ``NETLINK_ROUTE`` socket (tests give a fake kernel)."""
-
-    def send(self, data: bytes, /) -> int: ...
-
-    def recvmsg(self, bufsize: int, /) -> tuple[bytes, list[Any], int, Any]: ...
-
-    def settimeout(self, value: Optional[float], /) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def route_socket() -> NetlinkSocket:

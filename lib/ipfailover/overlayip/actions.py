@@ -7,6 +7,10 @@ take over (a route that points elsewhere is never touched).
 
 start and validate-all share one :func:`observe` and one pure :func:`plan`: start applies the plan
 and verifies it, validate-all applies it in check mode (``DryRun``, no change at all).
+
+Every EC2 call is made with its step's principal (:func:`api_of`): the route table calls with
+``routing_table_role`` when it is set (a shared VPC: the tables are the owner account's), all
+the others with this node's credentials; there is no falling back from one to the other.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Union
 
 from ipfailover.overlayip.declaration import Config
-from ipfailover.runtime import Runtime, aws_check, run_parallel
+from ipfailover.overlayip.watch import configured, configured_link, others_note
+from ipfailover.runtime import Runtime, aws_check, aws_check_due, run_parallel
 from ocf_shim import OCF, ConfigError, Context, GenericError, OCFError, get_log
 
 if TYPE_CHECKING:
@@ -29,6 +34,10 @@ if TYPE_CHECKING:
 log = get_log("ipfailover")
 
 REAPPLY_AFTER = 1.0  # seconds; see reapply_patience
+# Whose credentials make a step's call: this node's (its instance role, or role_arn), or those
+# of routing_table_role (the route tables' owner, in a shared VPC).
+NODE = "node"
+ROUTING_ROLE = "routing-role"
 REAPPLY_JITTER = 0.5
 
 # ----------------------------------------------------------------------------- pure decisions
@@ -93,9 +102,10 @@ def foreign_tables(tables: Sequence[RouteTable], vpc_id: str) -> list[str]:
 
 
 def route_steps(
-    cidr: str, eni_id: str, tables: Sequence[RouteTable], create: bool
+    cidr: str, eni_id: str, tables: Sequence[RouteTable], create: bool, principal: str = NODE
 ) -> list[RouteChange]:
-    """One step per table so that every table routes ``cidr`` to ``eni_id``."""
+    """One step per table so that every table routes ``cidr`` to ``eni_id``, each call made
+    with ``principal``'s credentials."""
     steps = []
     for table in tables:
         route = table.route_to(cidr)
@@ -105,20 +115,27 @@ def route_steps(
                     f"route table {table.id} has no route for {cidr} and create_route is false: "
                     "create the route or set create_route=true"
                 )
-            steps.append(RouteChange(table.id, eni_id, "create", None))
+            steps.append(RouteChange(table.id, eni_id, "create", None, principal))
         elif route.eni_id != eni_id or route.state != "active":
             previous = route.eni_id or route.other_target or route.instance_id or "nothing"
-            steps.append(RouteChange(table.id, eni_id, "replace", f"{previous} ({route.state})"))
+            was = f"{previous} ({route.state})"
+            steps.append(RouteChange(table.id, eni_id, "replace", was, principal))
         else:
-            steps.append(RouteChange(table.id, eni_id, "keep", None))
+            steps.append(RouteChange(table.id, eni_id, "keep", None, principal))
     return steps
 
 
 def plan_routes(
-    cidr: str, eni_id: str, tables: Sequence[RouteTable], create: bool
+    cidr: str, eni_id: str, tables: Sequence[RouteTable], create: bool, principal: str = NODE
 ) -> list[RouteChange]:
     """What to change so that every table routes ``cidr`` to ``eni_id`` (empty: nothing)."""
-    return [step for step in route_steps(cidr, eni_id, tables, create) if step.kind != "keep"]
+    steps = route_steps(cidr, eni_id, tables, create, principal)
+    return [step for step in steps if step.kind != "keep"]
+
+
+def route_principal(cfg: Config) -> str:
+    """Whose credentials make the route table calls."""
+    return ROUTING_ROLE if cfg.routing_role else NODE
 
 
 def plan(cfg: Config, seen: Observation) -> tuple[Step, ...]:
@@ -137,7 +154,9 @@ def plan(cfg: Config, seen: Observation) -> tuple[Step, ...]:
         steps.append(DisableSourceDest(seen.eni_id))
     # The address first: packets may arrive the moment the first route changes.
     steps.append(AddAddress(seen.link_index, str(cfg.ip), cfg.ip.max_prefixlen, cfg.label))
-    steps.extend(route_steps(cfg.cidr, seen.eni_id, seen.tables, cfg.create_route))
+    steps.extend(
+        route_steps(cfg.cidr, seen.eni_id, seen.tables, cfg.create_route, route_principal(cfg))
+    )
     return tuple(steps)
 
 
@@ -181,6 +200,21 @@ def overlaps_vpc(ip: IPAddress, vpc_cidrs: Sequence[str]) -> Optional[str]:
 
 
 # ----------------------------------------------------------------------------- effects
+
+
+def api_of(rt: Runtime, cfg: Config, principal: str) -> Api:
+    """The EC2 API that signs as ``principal``: routing_table_role's is assumed once per action
+    (with this node's credentials: the instance role's, or role_arn's), and there is no falling
+    back to the node's own for the route tables."""
+    if principal == ROUTING_ROLE:
+        if cfg.routing_role is None:
+            raise GenericError("a route table step for the routing role without routing_table_role")
+        return rt.assumed_api(cfg.routing_role, cfg.routing_external_id, "the routing role")
+    return rt.api()
+
+
+def routes_api(rt: Runtime, cfg: Config) -> Api:
+    return api_of(rt, cfg, route_principal(cfg))
 
 
 def _find_tables(api: Api, cfg: Config, vpc_id: str) -> list[RouteTable]:
@@ -269,11 +303,10 @@ def observe(rt: Runtime, cfg: Config, describe_vpc: bool = False) -> Observation
         # IMDS lists the VPC's IPv6 blocks only to an ENI that has an IPv6 address.
         blocks = ec2.describe_vpc(rt.api(), facts.vpc_id).cidrs
     outside_vpc(cfg.ip, blocks)  # before any further call
-    api = rt.api()
-    tables = _find_tables(api, cfg, facts.vpc_id)
+    tables = _find_tables(routes_api(rt, cfg), cfg, facts.vpc_id)
     check = None
     if cfg.source_dest_check != "ignore":
-        check = ec2.describe_eni(api, facts.eni_id).source_dest_check
+        check = ec2.describe_eni(rt.api(), facts.eni_id).source_dest_check
     return Observation(link.index, facts.eni_id, facts.vpc_id, tuple(tables), check)
 
 
@@ -282,22 +315,24 @@ def apply(rt: Runtime, cfg: Config, steps: Sequence[Step], check: bool = False) 
     of each EC2 step and nothing else (no OS change, no route changed, "keep" proven too)."""
     from ipfailover.aws import ec2
 
-    api = rt.api()
     routes = [step for step in steps if isinstance(step, RouteChange)]
     for step in steps:
         if isinstance(step, DisableSourceDest):
-            ec2.set_source_dest_check(api, step.eni_id, False, dry_run=check)
+            ec2.set_source_dest_check(
+                api_of(rt, cfg, step.principal), step.eni_id, False, dry_run=check
+            )
             if not check:
                 log.info("turned source/destination check off on %s", step.eni_id)
         elif isinstance(step, AddAddress) and not check:
             rt.netlink.add_address(step.index, step.ip, step.prefixlen, step.label)
+    apis = {principal: api_of(rt, cfg, principal) for principal in {r.principal for r in routes}}
     if check:
         for route in routes:
             send = ec2.create_route if route.kind == "create" else ec2.replace_route
-            send(api, route.table_id, cfg.cidr, route.eni_id, dry_run=True)
+            send(apis[route.principal], route.table_id, cfg.cidr, route.eni_id, dry_run=True)
     else:
         changes = [route for route in routes if route.kind != "keep"]
-        run_parallel(lambda change: _apply(api, cfg, change), changes)
+        run_parallel(lambda change: _apply(apis[change.principal], cfg, change), changes)
 
 
 def start(ctx: Context) -> int:
@@ -306,7 +341,7 @@ def start(ctx: Context) -> int:
         seen = observe(rt, cfg)
         steps = plan(cfg, seen)
         apply(rt, cfg, steps)
-        api, eni_id, index = rt.api(), seen.eni_id, seen.link_index
+        api, eni_id, index = routes_api(rt, cfg), seen.eni_id, seen.link_index
         changes = [s for s in steps if isinstance(s, RouteChange) and s.kind != "keep"]
         tables: Sequence[RouteTable] = seen.tables
         applied, patience = ctx.deadline.elapsed(), reapply_patience()
@@ -320,14 +355,16 @@ def start(ctx: Context) -> int:
                 # started at once). Take them again; the first node that reads every table back
                 # as its own returns, the other's next look brings them all to one node.
                 log.warning("routes changed under us (%s): changing them again", problems[0])
-                changes = plan_routes(cfg.cidr, eni_id, tables, cfg.create_route)
+                changes = plan_routes(
+                    cfg.cidr, eni_id, tables, cfg.create_route, route_principal(cfg)
+                )
                 run_parallel(lambda change: _apply(api, cfg, change), changes)
                 applied, patience = ctx.deadline.elapsed(), reapply_patience()
                 continue
             ctx.deadline.sleep(0.2, f"waiting for the routes to settle ({'; '.join(problems)})")
-        if not _configured(rt, cfg, index):
+        if not configured(rt, cfg, index):
             raise GenericError(
-                _others_note(rt, cfg, index)
+                others_note(rt, cfg, index)
                 or f"{cfg.ip} did not stay on {cfg.interface} (removed by another program?)"
             )
         log.info(
@@ -341,35 +378,6 @@ def start(ctx: Context) -> int:
     return OCF.SUCCESS
 
 
-def _configured(rt: Runtime, cfg: Config, index: int) -> bool:
-    """Whether the address is on the interface as start adds it: /32 (IPv4) or /128 (IPv6).
-
-    The same address with another prefix length is not this resource's (start never adds it so):
-    e.g. the node's own address, in a misconfiguration. It is neither reported as running nor
-    removed.
-    """
-    wanted = str(cfg.ip)
-    return any(
-        a.ip == wanted and a.prefixlen == cfg.ip.max_prefixlen for a in rt.netlink.addresses(index)
-    )
-
-
-def _others_note(rt: Runtime, cfg: Config, index: int) -> Optional[str]:
-    """A word about the address configured here with another prefix length, if it is."""
-    wanted = str(cfg.ip)
-    others = [
-        f"{a.ip}/{a.prefixlen}"
-        for a in rt.netlink.addresses(index)
-        if a.ip == wanted and a.prefixlen != cfg.ip.max_prefixlen
-    ]
-    if not others:
-        return None
-    return (
-        f"{', '.join(others)} on {cfg.interface} is not this resource's (it adds "
-        f"{cfg.ip}/{cfg.ip.max_prefixlen} only): left alone; check the ip parameter"
-    )
-
-
 def stop(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
     with Runtime(ctx, cfg.aws) as rt:
@@ -379,34 +387,30 @@ def stop(ctx: Context) -> int:
             return OCF.SUCCESS
         if rt.netlink.del_address(link.index, str(cfg.ip), cfg.ip.max_prefixlen):
             log.info("removed %s from %s", cfg.ip, cfg.interface)
-        if _configured(rt, cfg, link.index):
+        if configured(rt, cfg, link.index):
             raise GenericError(f"{cfg.ip} is still on {cfg.interface} after removing it")
-        note = _others_note(rt, cfg, link.index)
+        note = others_note(rt, cfg, link.index)
         if note:
             log.warning("%s", note)
     return OCF.SUCCESS
 
 
 def monitor(ctx: Context) -> int:
+    """The OS side (:mod:`.watch`, where every monitor starts), then the AWS side when due."""
     cfg = ctx.config_as(Config)
-    from ipfailover.aws import ec2, instance
-
     with Runtime(ctx, cfg.aws) as rt:
-        link = rt.netlink.link_by_name(cfg.interface)
-        if link is None or not _configured(rt, cfg, link.index):
-            note = _others_note(rt, cfg, link.index) if link is not None else None
-            if note:
-                log.warning("%s", note)
-            elif not ctx.is_probe:
-                log.info("%s is not configured on %s", cfg.ip, cfg.interface)
+        link = configured_link(ctx, rt, cfg)
+        if link is None:
             return OCF.NOT_RUNNING
-        if not cfg.monitor_api:
+        if not aws_check_due(ctx, cfg.monitor_api):
             return OCF.SUCCESS
         mac = link.mac
 
         def look() -> tuple[str, list[RouteTable]]:
+            from ipfailover.aws import ec2, instance
+
             eni_id = instance.eni_id_of_mac(rt.imds, mac)
-            api = rt.api()
+            api = routes_api(rt, cfg)
             if cfg.table_ids and not cfg.table_tag:
                 return eni_id, ec2.describe_route_tables(api, table_ids=cfg.table_ids)
             return eni_id, _find_tables(api, cfg, instance.interface_facts(rt.imds, mac).vpc_id)

@@ -4,15 +4,18 @@ monitor and validate-all live in :mod:`ipfailover.overlayip.actions`, loaded whe
 
 from __future__ import annotations
 
+from ipfailover.config import aliases
 from ipfailover.config.params import (
     AWS_PARAMETERS,
     MONITOR_API_PARAMETER,
     HasAddress,
     declare,
     flag,
+    monitor_api,
     parse_aws_settings,
 )
 from ipfailover.config.syntax import (
+    is_role_arn,
     parse_choice,
     parse_id_list,
     parse_interface,
@@ -88,8 +91,29 @@ PARAMETERS = (
         "Label of the IPv4 address as shown by ifconfig (must start with the interface name, "
         "e.g. eth0:ovl). Ignored for IPv6.",
     ),
+    Parameter(
+        "routing_table_role",
+        "Role for the route tables (shared VPC)",
+        "ARN of an IAM role in the account that owns the route tables (the VPC owner's, in a "
+        "shared VPC) that the agent assumes, once per action, for the route table calls only: "
+        "DescribeRouteTables, CreateRoute, ReplaceRoute and their DryRun checks (and the lookup "
+        "by routing_table_tag, since the owner's tags are seen in its account only). Everything "
+        "about this node (metadata, its network interface, the source/destination check) keeps "
+        "the node's own credentials. The node's credentials assume it: the instance role's, or "
+        "with role_arn set that role's (a chain: the routing role's trust policy must then name "
+        "the role_arn role, and a chained session lasts at most an hour). STS is reached "
+        "through the region's own endpoint, or sts_endpoint_url. Monitor then makes two calls: "
+        "AssumeRole and DescribeRouteTables.",
+    ),
+    Parameter(
+        "routing_table_external_id",
+        "External id for routing_table_role",
+        "The external id (sts:ExternalId) that the trust policy of routing_table_role asks "
+        "for, if it does: 2 to 1224 characters of letters, digits and _+=,.@:/-.",
+    ),
     MONITOR_API_PARAMETER,
     *AWS_PARAMETERS,
+    *aliases.parameters(aliases.OVERLAY_ALIASES),
 )
 
 LONGDESC = (
@@ -99,7 +123,8 @@ LONGDESC = (
     "changed in parallel and verified with one DescribeRouteTables call; a missing route is "
     "created. Works across availability zones. The instance role needs "
     "ec2:DescribeRouteTables, ec2:CreateRoute and ec2:ReplaceRoute (plus "
-    "ec2:DescribeNetworkInterfaces and ec2:DescribeVpcs for the checks)."
+    "ec2:DescribeNetworkInterfaces and ec2:DescribeVpcs for the checks). In a shared VPC, "
+    "routing_table_role names a role of the VPC owner's account for the route table calls."
 )
 
 
@@ -116,6 +141,8 @@ class Config(HasAddress):
         "ip_text",
         "label",
         "monitor_api",
+        "routing_external_id",
+        "routing_role",
         "source_dest_check",
         "table_ids",
         "table_tag",
@@ -131,8 +158,10 @@ class Config(HasAddress):
         create_route: bool,
         source_dest_check: str,
         label: Optional[str],
-        monitor_api: bool,
+        monitor_api: str,
         aws: AwsSettings,
+        routing_role: Optional[str] = None,
+        routing_external_id: Optional[str] = None,
     ) -> None:
         self.ip_text = ip_text
         self.table_ids = table_ids
@@ -143,6 +172,8 @@ class Config(HasAddress):
         self.label = label
         self.monitor_api = monitor_api
         self.aws = aws
+        self.routing_role = routing_role
+        self.routing_external_id = routing_external_id
 
     @property
     def cidr(self) -> str:
@@ -151,6 +182,8 @@ class Config(HasAddress):
 
 def parse_config(params: Mapping[str, Value]) -> Config:
     """Check the parameters (syntax only: nothing here asks AWS or the OS)."""
+    # The incumbents' names first, so that every action sees the same settings.
+    params = aliases.apply(params, aliases.OVERLAY_ALIASES, aliases.OVERLAY_CHECKS, PARAMETERS)
     ip_text = parse_ip("ip", str(params["ip"]))
     tables_text = params.get("routing_table")
     tag_text = params.get("routing_table_tag")
@@ -166,6 +199,7 @@ def parse_config(params: Mapping[str, Value]) -> Config:
                 f"parameter 'label': {quote(label)} must start with {interface!r} and be at "
                 "most 15 bytes"
             )
+    routing_role, external_id = parse_routing_role(params)
     return Config(
         ip_text=ip_text,
         table_ids=parse_id_list("routing_table", str(tables_text), "rtb") if tables_text else (),
@@ -176,9 +210,38 @@ def parse_config(params: Mapping[str, Value]) -> Config:
             "source_dest_check", str(params.get("source_dest_check") or "verify"), SDC_CHOICES
         ),
         label=label,
-        monitor_api=flag(params, "monitor_api", True),
+        monitor_api=monitor_api(params),
         aws=parse_aws_settings(params),
+        routing_role=routing_role,
+        routing_external_id=external_id,
     )
+
+
+def parse_routing_role(params: Mapping[str, Value]) -> tuple[Optional[str], Optional[str]]:
+    """routing_table_role and routing_table_external_id, checked (the id needs the role)."""
+    role = params.get("routing_table_role")
+    external_id = params.get("routing_table_external_id")
+    role = str(role) if role not in (None, "") else None
+    external_id = str(external_id) if external_id not in (None, "") else None
+    if role is not None and not is_role_arn(role):
+        raise ConfigError(
+            f"parameter 'routing_table_role': {quote(role)} is not an IAM role ARN "
+            "(arn:aws:iam::<account>:role/<name>)"
+        )
+    if external_id is not None:
+        import re
+
+        if role is None:
+            raise ConfigError(
+                "parameter 'routing_table_external_id' is set but routing_table_role is not: "
+                "the external id is given when that role is assumed"
+            )
+        if not re.fullmatch(r"[\w+=,.@:/-]{2,1224}", external_id, re.ASCII):
+            raise ConfigError(
+                f"parameter 'routing_table_external_id': {quote(external_id)} is not an external "
+                "id (2 to 1224 characters of letters, digits and _+=,.@:/-)"
+            )
+    return role, external_id
 
 
 AGENT = declare(
@@ -190,4 +253,5 @@ AGENT = declare(
     parse=parse_config,
     start=30,
     stop=20,
+    monitor_in="watch",
 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ipfailover.runtime import Runtime, aws_check
+from ipfailover.runtime import Runtime, aws_check, aws_check_due
 from ipfailover.secip.aws_apply import (
     check_subnet,
     describe_both,
@@ -27,7 +27,7 @@ from ipfailover.secip.aws_apply import (
     wait_for_aws,
 )
 from ipfailover.secip.declaration import Config
-from ipfailover.secip.os_apply import link_entries, link_verdict, record_path, save_record
+from ipfailover.secip.os_apply import link_entries, link_verdict, save_record
 from ipfailover.secip.plan import (
     NOT_PRIMARY,
     PRIMARY,
@@ -40,6 +40,7 @@ from ipfailover.secip.plan import (
     plan,
     primary_problem,
 )
+from ipfailover.secip.watch import record_path
 from ocf_shim import OCF, ConfigError, Context, GenericError, OCFError, get_log
 
 log = get_log("ipfailover")
@@ -210,8 +211,6 @@ def stop(ctx: Context) -> int:
 
 def monitor(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
-    from ipfailover.aws import instance
-
     with Runtime(ctx, cfg.aws) as rt:
         link = rt.netlink.link_by_name(cfg.interface)
         entries = link_entries(rt, cfg, link) if link is not None else []
@@ -221,16 +220,21 @@ def monitor(ctx: Context) -> int:
             return OCF.NOT_RUNNING
         held: Optional[Holding] = None
         eni_id: Optional[str] = None
-        if cfg.monitor_api:
+        due = aws_check_due(ctx, cfg.monitor_api)
+        if due:
             mac = link.mac
 
             def look() -> tuple[str, Holding]:
+                from ipfailover.aws import instance
+
                 return instance.eni_id_of_mac(rt.imds, mac), describe_holding(rt.api(), cfg.ip)
 
             checked = aws_check(look, f"the assignment of {cfg.ip}")
             if checked is not None:
                 eni_id, held = checked
-        verdict = link_verdict(rt, ctx, cfg, link, entries, held=held, eni_id=eni_id)
+        verdict = link_verdict(
+            rt, ctx, cfg, link, entries, held=held, eni_id=eni_id, os_only=not due
+        )
         if verdict.state == PRIMARY:
             raise ConfigError(verdict.why)
         if verdict.state == UNSURE:

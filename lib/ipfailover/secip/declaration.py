@@ -5,12 +5,14 @@ are in :mod:`ipfailover.secip.actions`. What a declaration may import: see
 
 from __future__ import annotations
 
+from ipfailover.config import aliases
 from ipfailover.config.params import (
     AWS_PARAMETERS,
     MONITOR_API_PARAMETER,
     HasAddress,
     declare,
     flag,
+    monitor_api,
     parse_aws_settings,
 )
 from ipfailover.config.syntax import address_version, parse_id, parse_interface, parse_ip, quote
@@ -21,9 +23,20 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Optional
 
-    from ipfailover.config.params import AwsSettings, Value
+    from ipfailover.config.params import AwsSettings, IPAddress, Value
 
 NAME = "aws-secip"
+
+
+def same_ip(ip: IPAddress, text: str) -> bool:
+    """Whether ``text`` spells the address ``ip``; False when it is no address."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(text) == ip
+    except ValueError:
+        return False
+
 
 PARAMETERS = (
     Parameter(
@@ -74,6 +87,7 @@ PARAMETERS = (
     ),
     MONITOR_API_PARAMETER,
     *AWS_PARAMETERS,
+    *aliases.parameters(aliases.SECIP_ALIASES),
 )
 
 LONGDESC = (
@@ -118,7 +132,7 @@ class Config(HasAddress):
         cidr_netmask: Optional[int],
         eip_allocation_id: Optional[str],
         unassign_on_stop: bool,
-        monitor_api: bool,
+        monitor_api: str,
         aws: AwsSettings,
     ) -> None:
         self.ip_text = ip_text
@@ -153,6 +167,8 @@ def parse_prefixlen(name: str, value: Value, version: int) -> int:
 
 def parse_config(params: Mapping[str, Value]) -> Config:
     """Check the parameters (syntax only: nothing here asks AWS or the OS)."""
+    # The incumbents' names first, so that every action sees the same settings.
+    params = aliases.apply(params, aliases.SECIP_ALIASES, aliases.SECIP_CHECKS, PARAMETERS)
     ip_text = parse_ip("ip", str(params["ip"]))  # refuses IPv4-mapped IPv6 addresses too
     version = address_version(ip_text)
     netmask = params.get("cidr_netmask")
@@ -172,7 +188,7 @@ def parse_config(params: Mapping[str, Value]) -> Config:
         ),
         eip_allocation_id=eip_id,
         unassign_on_stop=flag(params, "unassign_on_stop", True),
-        monitor_api=flag(params, "monitor_api", True),
+        monitor_api=monitor_api(params),
         aws=parse_aws_settings(params),
     )
 
@@ -184,6 +200,7 @@ AGENT = declare(
     longdesc=LONGDESC,
     parameters=PARAMETERS,
     parse=parse_config,
+    monitor_in="watch",
     start=30,
     stop=30,
 )

@@ -14,38 +14,13 @@ from ipfailover.secip.plan import (
     Holding,
     Verdict,
     primary_verdict,
-    same_ip,
 )
+from ipfailover.secip.watch import is_recorded, record_path
 from ocf_shim import Context, OCFError
 
 if TYPE_CHECKING:
     from ipfailover.config.params import IPAddress
     from ipfailover.host.netlink import Addr, Link
-
-
-def record_path(ctx: Context, mac: str, ip: IPAddress) -> str:
-    from ipfailover.host import record
-    from ipfailover.secip.declaration import NAME
-
-    return record.path_in(ctx.environ, f"{NAME}-{mac.replace(':', '')}-{ip}.json".replace(":", "_"))
-
-
-def _recorded(ctx: Context, mac: str, ip: IPAddress) -> bool:
-    """Whether this agent's start recorded adding ``ip`` on the interface with ``mac``."""
-    from ipfailover.host import record
-
-    path = record_path(ctx, mac, ip)
-    data = record.read(path)
-    if data is None:
-        return False
-    try:
-        ok = same_ip(ip, record.text(data, "ip")) and record.text(data, "mac") == mac
-    except ValueError as exc:
-        record.ignored(path, str(exc))
-        return False
-    if not ok:
-        record.ignored(path, "it is about another address or interface")
-    return ok
 
 
 def save_record(ctx: Context, link: Link, ip: IPAddress, prefix: int) -> None:
@@ -82,14 +57,19 @@ def link_verdict(
     *,
     held: Optional[Holding] = None,
     eni_id: Optional[str] = None,
+    os_only: bool = False,
 ) -> Verdict:
     """Whether the address found on the interface is a primary address, from the kernel, this
-    agent's record, IMDS and (when given) EC2; an UNSURE verdict's ``why`` tells what to do."""
+    agent's record, IMDS and (when given) EC2; an UNSURE verdict's ``why`` tells what to do.
+
+    ``os_only`` (the monitor without the AWS check): when this agent's start recorded adding the
+    address, IMDS is not asked; start refused a primary address, and an ENI's primary address
+    never changes. The monitor then needs no HTTP client (its CPU cost, issue 16)."""
     from ipfailover.host import record
 
-    recorded = _recorded(ctx, link.mac, cfg.ip)
+    recorded = is_recorded(ctx, link.mac, cfg.ip)
     ips, imds_trouble = None, ""
-    if cfg.version == 4 or not recorded:
+    if not recorded or (cfg.version == 4 and not os_only):
         ips, imds_trouble = _interface_ips(rt, cfg, link.mac)
     verdict = primary_verdict(
         cfg.ip,

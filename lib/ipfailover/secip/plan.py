@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Union
 
+from ipfailover.secip.declaration import same_ip
 from ocf_shim import ConfigError
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -51,13 +52,6 @@ def holding(ip: IPAddress, enis: Sequence[Eni]) -> Holding:
             if ip.version == 4 and same_ip(ip, eni.primary_ip):
                 primary_of = eni.id
     return Holding(tuple(dict.fromkeys(holders)), primary_of)
-
-
-def same_ip(ip: IPAddress, text: str) -> bool:
-    try:
-        return ipaddress.ip_address(text) == ip
-    except ValueError:
-        return False
 
 
 def eip_points_here(address: Address, eni_id: str, ip: IPAddress) -> bool:
