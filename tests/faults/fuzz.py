@@ -374,6 +374,7 @@ AWS_PARAMS = (
     "endpoint_url",
     "sts_endpoint_url",
     "proxy",
+    "proxy_credentials_file",
     "ca_bundle",
     "monitor_api",
 )
@@ -425,6 +426,13 @@ def aws_specs(lab: Lab) -> dict[str, ParamSpec]:
                 ("http://user:p%40ss@127.0.0.1:3128", FREE),
                 ("http://us er@127.0.0.1:3128", SYNTAX),
             ),
+        ),
+        # without proxy (the base configuration has none) any credentials file is a
+        # configuration error
+        "proxy_credentials_file": ParamSpec(
+            "/etc/ipfailover/proxy-credentials",
+            lambda v: FREE if v == "" else SYNTAX,
+            (("relative/file", SYNTAX), ("/etc/passwd", SYNTAX)),
         ),
         "ca_bundle": ParamSpec(
             "/etc/ssl/certs/ca-certificates.crt",
