@@ -151,7 +151,7 @@ def _id(prefix: str) -> Callable[[str], str]:
 
 def _id_list(value: str) -> str:
     items = [item for item in re.split(r"[,\s]+", value) if item]
-    ok = items and len(items) <= 50 and all(_id("rtb")(item) == FREE for item in items)
+    ok = items and len(items) <= 200 and all(_id("rtb")(item) == FREE for item in items)
     return FREE if ok else SYNTAX
 
 
@@ -481,8 +481,8 @@ def agent_specs(lab: Lab, res: Resource) -> dict[str, ParamSpec]:
                     _id_list,
                     (
                         *_ids("rtb", res.tables[0]),
-                        (",".join([res.tables[0]] * 51), FREE),  # duplicates collapse
-                        (",".join(f"rtb-{i:08x}" for i in range(51)), SYNTAX),  # too many
+                        (",".join([res.tables[0]] * 201), FREE),  # duplicates collapse
+                        (",".join(f"rtb-{i:08x}" for i in range(201)), SYNTAX),  # over AWS's 200
                         (res.tables[0] + ",$(reboot)", SYNTAX),
                         (",,,", SYNTAX),
                     ),
