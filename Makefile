@@ -8,12 +8,13 @@ PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)/lib:$(CURDIR)/tests
 
 # Debian packages: the cluster stack and conformance tools, the distribution's boto3 and
-# pyroute2 (our stand-in for an enterprise node), rpm tooling, and iproute2 for the lab.
+# pyroute2 (our stand-in for an enterprise node), rpm tooling, and iproute2 and nftables (the
+# data plane's Elastic IPs) for the lab.
 APT_PACKAGES := pacemaker pacemaker-cli-utils corosync crmsh pcs resource-agents fence-agents \
 	rpm rpmlint libxml2-utils xsltproc python3-boto3 python3-pyroute2 python3-venv iproute2 \
-	awscli man-db groff-base procps time
+	nftables awscli man-db groff-base procps time
 
-.PHONY: deps venv models lint typecheck check test demo bench clean rpm faults compat bench-scale demo-compare bench-watch
+.PHONY: deps venv models lint typecheck check test test-long demo bench clean rpm faults compat bench-scale demo-compare bench-watch
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -53,8 +54,13 @@ check: venv models
 # The suite, then the compatibility matrix: every row, the two newest stand-ins (SLES 15's
 # python311, RHEL 10) with their representative subset to keep CI's time (`make compat` runs all).
 test: deps venv models lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not long" $(PYTEST_ARGS)
 	$(PY) -m compat --subset sles15 --subset rhel10
+
+# What `make test` leaves out (a representative part stays in it): the minimal-policy proofs
+# per action (each statement cut whole is in the suite) and the fuzz's drawn values. About 10 min.
+test-long: deps venv models
+	$(VENV)/bin/pytest -m long $(PYTEST_ARGS)
 
 # The compatibility matrix (tests/compat): the agent-process tests of all three agents with the
 # agents running under each supported stack (RHEL 9's floor, Debian 12's python3, SLES 15's
@@ -73,7 +79,8 @@ bench: deps venv models
 # The cost of watching (issue 16): 30 resources as crm-examples/ configure them (monitor_api=deep:
 # the OS-side monitor every 10 s, the AWS check every 120 s) monitored on schedule for 10 minutes;
 # CPU per monitor, average cores, against a bare Python start. BENCH_WATCH_ARGS: e.g.
-# "--duration 60" for a smoke run, "--param routing_table_role=arn:..." for the routing role.
+# "--duration 60" for a smoke run, "--routing-role" for the aws-overlayip resources with a
+# routing_table_role declared in the lab's STS (an AssumeRole at each of their deep checks).
 BENCH_WATCH_ARGS ?=
 bench-watch: deps venv models
 	$(PY) -m lab.bench_watch $(BENCH_WATCH_ARGS)
@@ -81,8 +88,10 @@ bench-watch: deps venv models
 # Failover at scale (issue 16): 30 resources back after a fenced crash (AWS's buckets with
 # Pacemaker's defaults, then with load-threshold raised; small buckets), and one overlay IP over
 # 100 route tables; each time beside its two floors. About 20 minutes on two cores.
+# BENCH_SCALE_ARGS: e.g. "--runs cluster-aws-tuned" (one run), "--node-action-limit 8".
+BENCH_SCALE_ARGS ?=
 bench-scale: deps venv models
-	$(PY) -m lab.bench_scale
+	$(PY) -m lab.bench_scale $(BENCH_SCALE_ARGS)
 
 # The demo's cluster scenarios with our agents and with the incumbents as the SUSE and Red Hat
 # guides configure them: both outage tables, the ratios, and docs/outage-compare.png

@@ -62,7 +62,7 @@ def syntax_check(name: str, values: dict[str, str]) -> tuple[int, str, str]:
 def parsed(module: Any, values: dict[str, str]) -> Any:
     """The configuration the agent's parser makes from these OCF_RESKEY_ values."""
     env = {f"OCF_RESKEY_{k}": v for k, v in values.items()}
-    return module.parse_config(module.AGENT._read_params(env))
+    return module.parse_config(module.AGENT.read_params(env))
 
 
 # -- aws-vpc-move-ip -> aws-overlayip ---------------------------------------------------------

@@ -120,6 +120,28 @@ def test_deep_checks_aws_only_at_the_deep_level(
     assert (rc, ec2, imds) == (0, 0, 0)
 
 
+# What the shallow monitor must not import: its CPU is paid at every interval (issue 16).
+HEAVY = ("botocore", "pyroute2", "dataclasses", "typing", "socket", "inspect")
+
+
+@pytest.mark.parametrize("agent", ["aws-overlayip", "aws-secip", "aws-eni"])
+def test_the_shallow_monitor_imports_nothing_heavy(
+    lab: Any, started: dict[str, dict[str, str]], agent: str
+) -> None:
+    params = {**started[agent], "monitor_api": "deep"}
+    result = lab.run_agent(
+        "a", agent, "monitor", params, interval_ms=10000, extra_env={"PYTHONPROFILEIMPORTTIME": "1"}
+    )
+    assert result.rc == 0
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "ipfailover.runtime" in imported  # the listing is there
+    assert imported.isdisjoint(HEAVY), sorted(imported.intersection(HEAVY))
+
+
 def test_deep_probe_checks_aws(lab: Any, started: dict[str, dict[str, str]]) -> None:
     params = {**started["aws-overlayip"], "monitor_api": "deep"}
     lab.reset_calls()

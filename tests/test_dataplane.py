@@ -132,6 +132,65 @@ def test_a_node_that_only_configured_the_ip_gets_nothing(
     assert who(answers(lab, tmp_path, OVERLAY_IP)) == {None}
 
 
+def test_an_elastic_ip_reaches_the_node_of_its_association(
+    lab: Lab, services: Services, tmp_path: Path
+) -> None:
+    """The client asks the public address; the VPC translates it to the private address the
+    EIP is associated with now and delivers it to that address's node."""
+    first, second = "10.0.1.60", "10.0.1.61"
+    for node in ("a", "b"):  # both guests have both addresses; only AWS decides
+        add_address(lab, node, f"{first}/24")
+        add_address(lab, node, f"{second}/24")
+    ec2 = lab.ec2()
+    allocation = lab.allocate_eip()
+    public = ec2.describe_addresses(AllocationIds=[allocation])["Addresses"][0]["PublicIp"]
+    ec2.assign_private_ip_addresses(
+        NetworkInterfaceId=lab.nodes["a"].eni_id, PrivateIpAddresses=[first]
+    )
+    wait_until(lambda: lab.forwarded_to(first) == "a", 2.0, what="forwarded to a")
+    assert lab.elastic_ips() == {}
+    assert who(answers(lab, tmp_path, public)) == {None}  # not associated: unreachable
+
+    ec2.associate_address(
+        AllocationId=allocation, NetworkInterfaceId=lab.nodes["a"].eni_id, PrivateIpAddress=first
+    )
+    wait_until(lambda: lab.elastic_ips() == {public: first}, 2.0, what="translated to a")
+    assert who(answers(lab, tmp_path, public)) == {"a"}
+
+    # the association moves to another address of another node: the traffic follows
+    ec2.assign_private_ip_addresses(
+        NetworkInterfaceId=lab.nodes["b"].eni_id, PrivateIpAddresses=[second]
+    )
+    wait_until(lambda: lab.forwarded_to(second) == "b", 2.0, what="forwarded to b")
+    ec2.associate_address(
+        AllocationId=allocation,
+        NetworkInterfaceId=lab.nodes["b"].eni_id,
+        PrivateIpAddress=second,
+        AllowReassociation=True,
+    )
+    wait_until(lambda: lab.elastic_ips() == {public: second}, 2.0, what="translated to b")
+    assert who(answers(lab, tmp_path, public)) == {"b"}
+
+    # the private address moves back to a: the Elastic IP moves with it (as on EC2)
+    ec2.assign_private_ip_addresses(
+        NetworkInterfaceId=lab.nodes["a"].eni_id,
+        PrivateIpAddresses=[second],
+        AllowReassignment=True,
+    )
+    wait_until(lambda: lab.forwarded_to(second) == "a", 2.0, what="forwarded to a")
+    assert lab.elastic_ips() == {public: second}
+    assert who(answers(lab, tmp_path, public)) == {"a"}
+
+    ec2.disassociate_address(AssociationId=_association(lab, allocation))
+    wait_until(lambda: lab.elastic_ips() == {}, 2.0, what="no translation")
+    assert who(answers(lab, tmp_path, public)) == {None}
+
+
+def _association(lab: Lab, allocation: str) -> str:
+    address = lab.ec2().describe_addresses(AllocationIds=[allocation])["Addresses"][0]
+    return str(address["AssociationId"])
+
+
 def test_overlay_ip_follows_the_client_subnets_route_table(
     lab: Lab, services: Services, tmp_path: Path
 ) -> None:

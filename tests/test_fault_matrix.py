@@ -75,7 +75,10 @@ from faults.fuzz import AWS_PARAMS, metadata_parameters
 from faults.runner import format_failures
 from faults.world import AGENTS
 
-CI_FUZZ_EXAMPLES = 2
+# The fuzz: each parameter's own values in the suite; hypothesis's drawn values (every family)
+# too in `make test-long`, and more of them in `make faults`.
+CI_FUZZ_EXAMPLES = 0
+LONG_FUZZ_EXAMPLES = 2
 CI_CASES = (
     r"ec2:throttle 50%:\w+:start",
     r"ec2:throttle 100%:\w+:(start|monitor|stop)",
@@ -180,8 +183,15 @@ def test_sigkill_after_each_changing_call(
 
 
 @pytest.mark.parametrize("agent", AGENTS)
-def test_fuzz_every_parameter(lab: Any, tmp_path: Path, agent: str) -> None:
-    [case] = fuzz_cases(CI_FUZZ_EXAMPLES, "own", [agent], shared_once=True)
+@pytest.mark.parametrize(
+    "examples",
+    [
+        pytest.param(CI_FUZZ_EXAMPLES, id="own"),
+        pytest.param(LONG_FUZZ_EXAMPLES, id="drawn", marks=pytest.mark.long),
+    ],
+)
+def test_fuzz_every_parameter(lab: Any, tmp_path: Path, agent: str, examples: int) -> None:
+    [case] = fuzz_cases(examples, "own", [agent], shared_once=True)
     rows = execute(lab, case, tmp_path)
     assert [row.case.name for row in rows] == [f"fuzz {p}" for p in metadata_parameters(agent)]
     assert all(row.ok for row in rows), "\n" + format_failures(rows)

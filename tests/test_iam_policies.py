@@ -603,7 +603,13 @@ def cuts() -> list[Cut]:
 WARNING_ONLY = {"aws-secip-MoveTheSecondaryIpBetweenTheClusterNodesEnis-UnassignPrivateIpAddresses"}
 
 
-@pytest.mark.parametrize("cut", cuts(), ids=lambda c: c.label)
+def cut_params() -> list[Any]:
+    """Every cut; those of one action of a statement run in `make test-long` (the whole
+    statements', one per statement, in the suite)."""
+    return [pytest.param(c, id=c.label, marks=pytest.mark.long if c.action else ()) for c in cuts()]
+
+
+@pytest.mark.parametrize("cut", cut_params())
 def test_the_policy_has_nothing_to_spare(world: World, cut: Cut) -> None:
     """Without a statement (or one of its actions), exactly the steps that make its calls are
     denied.

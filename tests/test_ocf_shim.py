@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 import ocf_shim
@@ -83,6 +84,10 @@ def act(ctx):
             time.sleep(10)
     if mode == "exit":
         raise SystemExit(5)
+    if mode == "linger":
+        # A thread that outlives its action (a parallel change whose sibling failed).
+        threading.Thread(target=time.sleep, args=(60,)).start()
+        return OCF.SUCCESS
     if mode.startswith("raise:"):
         raise getattr(ocf_shim, mode[len("raise:"):])("raised\\non purpose")
     return OCF.SUCCESS
@@ -112,7 +117,7 @@ AGENT = Agent(
 )
 
 if __name__ == "__main__":
-    sys.exit(AGENT.main())
+    AGENT.run()
 '''
 
 HANDLED = ("start", "stop", "monitor", "validate-all")
@@ -349,6 +354,35 @@ def test_deadline_counts_down() -> None:
     assert not d.allows(0)
     clock.now += 100
     assert d.remaining() == 0
+
+
+def test_deadline_counts_what_was_spent_before_it() -> None:
+    clock = FakeClock()
+    d = Deadline(20, margin_s=2, clock=clock, spent_s=4)
+    assert d.elapsed() == 4
+    assert d.remaining() == 14
+    clock.now += 14
+    assert d.expired()
+    assert Deadline(20, margin_s=2, clock=clock, spent_s=-1).elapsed() == 0
+
+
+def test_process_age_counts_from_the_process_creation() -> None:
+    code = (
+        "import time; time.sleep(1.0)\n"
+        "from ocf_shim.deadline import process_age\n"
+        "print(process_age())\n"
+    )
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(LIB)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    took = time.monotonic() - started
+    assert 1.0 <= float(out) <= took + 0.05
 
 
 def test_deadline_check_raises_generic_timeout() -> None:
@@ -1126,6 +1160,51 @@ def test_subprocess_watchdog(python: str, agent_script: Path, tmp_path: Path) ->
     assert "Traceback" not in proc.stderr
     assert took < 1.45
     assert "timed out" in logfile.read_text()
+
+
+@pytest.mark.parametrize("python", INTERPRETERS)
+def test_subprocess_budget_counts_from_the_process_start(python: str, agent_script: Path) -> None:
+    """An interpreter that needs 1.5 s to reach the agent's code (a starved CPU) still ends
+    within Pacemaker's 3 s: the budget runs from the process's creation, not from main()."""
+    late = (
+        "import runpy, sys, time\n"
+        "time.sleep(1.5)\n"
+        f"sys.argv = [{str(agent_script)!r}, 'start']\n"
+        f"runpy.run_path({str(agent_script)!r}, run_name='__main__')\n"
+    )
+    started = time.monotonic()
+    proc = subprocess.run(
+        [python, "-c", late],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(LIB),
+            "OCF_RESKEY_ip": "192.0.2.1",
+            "OCF_RESKEY_mode": "sleep",
+            "OCF_RESKEY_CRM_meta_timeout": "3000",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    took = time.monotonic() - started
+    assert proc.returncode == 1
+    assert "timed out" in assert_one_reason(proc.stderr)
+    assert took < 2.95
+
+
+@pytest.mark.parametrize("python", INTERPRETERS)
+def test_subprocess_ends_without_waiting_for_threads(python: str, agent_script: Path) -> None:
+    started = time.monotonic()
+    proc = run_agent(
+        python,
+        agent_script,
+        "start",
+        timeout=50,
+        environ={"OCF_RESKEY_ip": "192.0.2.1", "OCF_RESKEY_mode": "linger"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started < 20  # the thread sleeps 60 s
 
 
 # -- the configuration parser, OCF_CHECK_LEVEL and lazy handlers ----------------------------------

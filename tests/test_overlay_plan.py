@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from ipaddress import ip_address
 
 import pytest
@@ -9,7 +11,8 @@ import pytest
 from ipfailover.aws.ec2 import Route, RouteTable
 from ipfailover.overlayip import actions as overlayip
 from ipfailover.overlayip import declaration as overlayip_agent
-from ocf_shim import OCF, ConfigError
+from ipfailover.runtime import run_parallel
+from ocf_shim import OCF, ConfigError, GenericError
 from planfakes import FakeRuntime
 
 ENI = "eni-0123456789abcdef0"
@@ -183,3 +186,33 @@ def test_start_and_validate_make_the_plans_calls_check_mode_changes_nothing() ->
         "ReplaceRoute",
     ]
     assert checked.netlink.calls == []
+
+
+# -- run_parallel: the route changes of one start ----------------------------------------------
+
+
+def test_parallel_changes_return_in_order() -> None:
+    assert run_parallel(lambda n: n * n, list(range(12)), workers=3) == [n * n for n in range(12)]
+
+
+def test_parallel_changes_stop_at_the_first_error() -> None:
+    """A failed change ends the start at once: changes not begun never begin, and the ones in
+    flight are not waited for (the process ends without them: Agent.run)."""
+    called: list[int] = []
+    release = threading.Event()
+
+    def change(n: int) -> int:
+        called.append(n)
+        if n == 0:
+            raise GenericError("ReplaceRoute refused")
+        release.wait(5)
+        return n
+
+    started = time.monotonic()
+    with pytest.raises(GenericError, match="refused"):
+        run_parallel(change, list(range(20)), workers=2)
+    took = time.monotonic() - started
+    release.set()
+    time.sleep(0.2)
+    assert took < 2
+    assert len(called) <= 3, called  # 0, the one in flight, at most one taken before the cancel

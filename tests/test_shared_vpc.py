@@ -429,7 +429,13 @@ def cuts() -> list[Cut]:
     return found
 
 
-@pytest.mark.parametrize("cut", cuts(), ids=lambda c: c.label)
+def cut_params() -> list[Any]:
+    """Every cut; those of one action of a statement run in `make test-long` (the whole
+    statements', one per statement, in the suite)."""
+    return [pytest.param(c, id=c.label, marks=pytest.mark.long if c.action else ()) for c in cuts()]
+
+
+@pytest.mark.parametrize("cut", cut_params())
 def test_neither_policy_has_anything_to_spare(shared: Shared, cut: Cut) -> None:
     """Without one statement or action, the steps that use it are denied (4 naming it and the
     principal; a monitor warns naming it and reports the OS side), the others are not

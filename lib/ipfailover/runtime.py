@@ -159,5 +159,33 @@ def run_parallel(function: Callable[[T], R], items: list[T], workers: int = 8) -
         return [function(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(function, items))
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(items)))
+    try:
+        results = list(pool.map(function, items))
+    except BaseException:
+        # The first error ends the action: the items not started yet never start, and the ones
+        # in flight are not waited for (each call is bounded by the deadline; the process ends
+        # without joining them: Agent.run).
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
+
+
+def together(first: Callable[[], T], second: Callable[[], R]) -> tuple[T, R]:
+    """``first()`` here and ``second()`` in a thread at the same time; both results. An error of
+    ``first`` propagates at once (``second`` is not waited for: the process ends without it,
+    Agent.run), then one of ``second``.
+
+    For work that would otherwise wait in turn: two EC2 reads, or loading pyroute2 while EC2
+    answers.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        other = pool.submit(second)
+        result = first()
+        return result, other.result()
+    finally:
+        pool.shutdown(wait=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .deadline import MAX_BUDGET_MS, Deadline
+from .deadline import MAX_BUDGET_MS, Deadline, process_age
 from .errors import KNOWN_CODES, OCF, ConfigError, GenericError, OCFError, parse_bool
 from .log import DEBUG, get_log
 from .spec import check_text
@@ -19,7 +19,7 @@ from .text import EXIT_REASON_PREFIX, clean, hide_userinfo, one_line, redact, sh
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import Callable, Optional, TypeVar
+    from typing import Callable, NoReturn, Optional, TypeVar
 
     from .log import Log
     from .spec import ActionSpec, Parameter, ParamValue
@@ -215,17 +215,37 @@ class Agent:
 
         if environ is not None:
             return self._run(action, environ)
-        # A real agent process (environment from the process) may end itself at the deadline;
-        # the watchdog's last resort, once armed, stays so until the result has been reported.
+        # A real agent process (environment from the process) counts its budget from its own
+        # creation and may end itself at the deadline; the watchdog's last resort, once armed,
+        # stays so until the result has been reported.
         armed: list[Watchdog] = []
         try:
-            return self._run(action, os.environ, armed)
+            return self._run(action, os.environ, armed, process_age())
         finally:
             for watchdog in armed:
                 watchdog.release()
 
+    def run(self, argv: Optional[Sequence[str]] = None) -> NoReturn:
+        """The agent process's entry point: ``main()``, then the process ends at once with its
+        exit code. The interpreter's usual teardown would first wait for every thread still
+        running (a parallel EC2 change whose sibling failed, a call that outlived its action),
+        without a bound: a stop reported after its timeout is a fenced node."""
+        try:
+            rc = self.main(argv)
+        finally:
+            from contextlib import suppress
+
+            for stream in (sys.stdout, sys.stderr):
+                with suppress(OSError, ValueError):  # a closed or broken pipe: nothing to say
+                    stream.flush()
+        os._exit(rc)
+
     def _run(
-        self, action: str, env: Mapping[str, str], hard_stop: Optional[list[Watchdog]] = None
+        self,
+        action: str,
+        env: Mapping[str, str],
+        hard_stop: Optional[list[Watchdog]] = None,
+        spent: float = 0.0,
     ) -> int:
         resource = one_line(env.get("OCF_RESOURCE_INSTANCE", ""), 128) or self.name
         tag = f"{self.name}({resource})[{os.getpid()}]"
@@ -238,10 +258,10 @@ class Agent:
             _exit_reason(reason)
             return OCF.ERR_UNIMPLEMENTED
 
-        deadline = Deadline(self._budget(action, env))
+        deadline = Deadline(self._budget(action, env), spent_s=spent)
         in_handler = False
         try:
-            params = self._read_params(env)
+            params = self.read_params(env)
             config = self.config(params) if self.config is not None else None
             if action == "validate-all" and self.config is not None and check_level(env) == 0:
                 log.debug("validate-all at OCF_CHECK_LEVEL 0: the parameters are valid")
@@ -309,7 +329,9 @@ class Agent:
                 return float(spec.timeout)
         return float(specs[0].timeout)
 
-    def _read_params(self, env: Mapping[str, str]) -> dict[str, ParamValue]:
+    def read_params(self, env: Mapping[str, str]) -> dict[str, ParamValue]:
+        """The declared parameters from ``OCF_RESKEY_*`` of ``env``, checked and converted
+        (defaults for the unset ones); ConfigError for a bad or missing one."""
         declared = {p.name for p in self.parameters}
         for key, raw in env.items():
             if key.startswith("OCF_RESKEY_"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from .errors import GenericError
@@ -18,12 +19,30 @@ MAX_BUDGET_MS = 2**31 - 1
 MAX_BUDGET_S = MAX_BUDGET_MS / 1000
 
 
+def process_age() -> float:
+    """Seconds since this process was created (by the fork of pacemaker-execd, whose timer for
+    the action starts then), or 0.0 where Linux's /proc cannot tell.
+
+    On a starved CPU the interpreter's start and the imports before the first line of the action
+    can take seconds; a budget counted from there would end after Pacemaker's timeout.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        started = int(fields[19]) / ticks  # starttime, field 22: ticks since boot
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
 class Deadline:
     """The budget of an action minus a safety margin, so the agent fails before Pacemaker kills it.
 
     The default margin is 10 % of the budget, at least 0.5 s and at most 3 s (and never more than
     half the budget, so tiny budgets still leave some time). A budget beyond ``MAX_BUDGET_S``
-    (infinity included) is clamped to it.
+    (infinity included) is clamped to it. ``spent_s`` is what the budget lost before the deadline
+    was made (the agent process's age: ``process_age()``).
     """
 
     def __init__(
@@ -31,6 +50,7 @@ class Deadline:
         budget_s: float,
         margin_s: Optional[float] = None,
         clock: Callable[[], float] = time.monotonic,
+        spent_s: float = 0.0,
     ) -> None:
         if not budget_s > 0:
             raise ValueError(f"budget must be positive, got {budget_s!r}")
@@ -42,7 +62,7 @@ class Deadline:
         self._budget = float(budget_s)
         self._margin = float(margin_s)
         self._clock = clock
-        self._start = clock()
+        self._start = clock() - max(0.0, spent_s)
 
     @property
     def total(self) -> float:

@@ -60,12 +60,10 @@ def _for_lab(statement: str, added: str, interval: str) -> str:
     else:
         agent = "ocf:ipfailover:aws-health"
         statement = statement.replace(agent, f"{agent} params {added}", 1)
-    # the depth-0 monitor (not the deep one, OCF_CHECK_LEVEL=10) every `interval`
+    # its monitor every `interval`
     head, *ops = statement.split(" op ")
     ops = [
-        re.sub(r"\binterval=\S+", f"interval={interval}", op)
-        if op.startswith("monitor ") and "OCF_CHECK_LEVEL" not in op
-        else op
+        re.sub(r"\binterval=\S+", f"interval={interval}", op) if op.startswith("monitor ") else op
         for op in ops
     ]
     return " op ".join([head, *ops])

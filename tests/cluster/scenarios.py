@@ -102,6 +102,12 @@ class Case:
     address: str
     fault_action: str
     eni_id: Optional[str] = None  # aws-eni: the ENI that moves
+    elastic_ip: Optional[str] = None  # the public address the client asks instead of `address`
+
+    @property
+    def target(self) -> str:
+        """The address the client asks."""
+        return self.elastic_ip or self.address
 
 
 @dataclass
@@ -203,6 +209,27 @@ def aws_view(lab: Lab, case: Case) -> str:
         node = node_of_instance(lab, attachment.get("InstanceId"))
         return f"{attachment.get('Status')} to {node}" if node else "not attached"
     return f"sends it to {aws_owner(lab, case) or 'nobody'}"
+
+
+def elastic_ip_checks(lab: Lab, public: str, private: str, new: str) -> list[Check]:
+    """The Elastic IP is associated with `private` on new's ENI, and the VPC translates it."""
+    found = lab.ec2().describe_addresses(PublicIps=[public])["Addresses"]
+    association = found[0] if found else {}
+    where = node_of_eni(lab, association.get("NetworkInterfaceId"))
+    at = association.get("PrivateIpAddress")
+    translated = lab.elastic_ips().get(public)
+    return [
+        Check(
+            f"AWS: the Elastic IP {public} is associated with {private} on {new}",
+            where == new and at == private,
+            f"{at} on {where}",
+        ),
+        Check(
+            f"VPC data plane translates {public} to {private}",
+            translated == private,
+            str(translated),
+        ),
+    ]
 
 
 def runs_on(resource: str, node: str) -> Callable[[Status], bool]:
@@ -329,10 +356,10 @@ class FailoverLab:
         self.say(f"== {agent}: {TITLES[scenario]}")
         self.reset()
         self.place(case, old)
-        self.say(f"   {case.resource} runs on {old}; the client asks {case.address}:8080")
+        self.say(f"   {case.resource} runs on {old}; the client asks {case.target}:8080")
         marks: list[Event] = []
         probe = Probe(
-            lab, case.address, self.workdir / f"probe-{agent}-{scenario}.jsonl", max_seconds=300
+            lab, case.target, self.workdir / f"probe-{agent}-{scenario}.jsonl", max_seconds=300
         )
         with probe:
             probe.wait_for_answers(old, 5, ANSWER_TIMEOUT)
@@ -387,9 +414,9 @@ class FailoverLab:
                     what=f"{ATTRIBUTE} green on every node",
                 )
             self.place(case, old)
-            self.say(f"   {case.resource} runs on {old}; the client asks {case.address}:8080")
+            self.say(f"   {case.resource} runs on {old}; the client asks {case.target}:8080")
             probe = Probe(
-                lab, case.address, self.workdir / f"probe-{agent}-{scenario}.jsonl", max_seconds=300
+                lab, case.target, self.workdir / f"probe-{agent}-{scenario}.jsonl", max_seconds=300
             )
             with probe:
                 probe.wait_for_answers(old, 5, ANSWER_TIMEOUT)
@@ -619,6 +646,8 @@ class FailoverLab:
         checks.append(
             Check(f"OS: {case.address} configured on {new} only", owners == [new], str(owners))
         )
+        if case.elastic_ip is not None:
+            checks += elastic_ip_checks(lab, case.elastic_ip, case.address, new)
         last = [s.node for s in samples[-5:]]
         checks.append(
             Check(f"client: the last answers come from {new}", last == [new] * 5, str(last))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -71,15 +72,22 @@ MONITOR = "op monitor timeout=40s interval=60s"
 # in "medium": with 2 cores and 80%, a load above 3.2 is "high"). The failover's own agents
 # make up to node-action-limit of load; this shared machine adds its other users' (~10).
 TUNED = {"load-threshold": "1000%"}
-# Placement (not measured) gently: two starts at a time, no load throttling; the run's own
-# settings are back before the crash.
-PLACING = {"node-action-limit": "2", "load-threshold": "1000%"}
+# Placement (not measured) without load throttling; the run's own load-threshold is back
+# before the crash. node-action-limit is never changed while the cluster runs: each node's
+# controller tells the others (and itself) its job limit together with its throttle mode, and
+# only when that mode changes, so a new node-action-limit takes effect only at the node's next
+# change of mode (or controller start). Placing at 2 and setting 4 before the crash left the
+# failover at 2 starts at a time (Pacemaker 2.1.5's log, with debug: "Node b has negligible
+# load and supports at most 2 jobs").
+PLACING = {"load-threshold": "1000%"}
 RUNS = ("cluster-aws", "cluster-aws-tuned", "cluster-small", "tables-100")
 PLANS: dict[str, tuple[ThrottleModel, dict[str, str]]] = {
     "cluster-aws": (ThrottleModel(), {}),
     "cluster-aws-tuned": (ThrottleModel(), TUNED),
     "cluster-small": (SMALL_BUCKETS, TUNED),
 }
+# pacemaker-controld's (info) record of its own throttle mode, sent with its job limit
+THROTTLE_MODE = re.compile(r"^New throttle mode: (\w+) load")
 PLACE_TIMEOUT = 600.0  # placing 30 resources, Pacemaker's load throttling lifted meanwhile
 RECOVERY_TIMEOUT = 300.0
 
@@ -222,6 +230,9 @@ class ClusterRun:
     by_action: dict[str, int] = field(default_factory=dict)
     max_parallel: int = 0
     job_limits: list[str] = field(default_factory=list)  # Pacemaker's throttle messages
+    modes: list[str] = field(default_factory=list)  # b's throttle modes from the crash on
+    start_seconds: dict[str, float] = field(default_factory=dict)  # resource: initiated -> result
+    monitors: int = 0  # monitors Pacemaker ran on b between "a fenced" and the last start
     bucket_floor: float = 0.0
     machine_floor: float = 0.0
     load: str = ""
@@ -240,9 +251,13 @@ class ClusterRun:
         """Which limit bound the run, judged from the figures."""
         if self.bucket_floor >= self.machine_floor and self.throttled:
             return "EC2's buckets"
-        modes = [m for m in self.job_limits if "New throttle mode" in m]
-        if any(word in m for m in modes for word in ("medium", "high", "extreme")):
-            return f"load-threshold (Pacemaker: {modes[-1]})"
+        cut = [m for m in self.modes if m != "negligible"]
+        if cut:
+            return (
+                f"load-threshold (b's throttle mode {', '.join(self.modes)}: Pacemaker cuts its "
+                f"job limit from node-action-limit {self.node_action_limit} to a half in low, a "
+                "quarter in medium, 1 in high)"
+            )
         if self.max_parallel >= self.node_action_limit:
             return f"node-action-limit ({self.node_action_limit}) and the CPU"
         return "the CPU (fewer starts at once than allowed)"
@@ -310,9 +325,56 @@ def throttle_messages(log: str, since: float) -> list[str]:
         if m is None or parse_stamp(m.group("stamp")) < since:
             continue
         message = m.group("message")
-        if "throttle mode" in message or "CPU load detected" in message:
+        if "throttle mode" in message or "load detected" in message:
             found.append(message)
     return found
+
+
+def modes_from(log: str, since: float) -> list[str]:
+    """The controller's throttle modes from `since` on ("negligible", "low", "medium", "high",
+    "extreme"): the one in force then, and each it changed to after."""
+    from cluster.timeline import LINE, parse_stamp
+
+    modes: list[str] = []
+    for line in log.splitlines():
+        m = LINE.match(line)
+        mode = THROTTLE_MODE.match(m.group("message")) if m else None
+        if m is None or mode is None:
+            continue
+        if parse_stamp(m.group("stamp")) < since:
+            modes[:] = [mode.group(1)]
+        else:
+            modes.append(mode.group(1))
+    return modes
+
+
+def start_durations(events: Sequence[Any], node: str) -> dict[str, float]:
+    """Seconds from each resource's start initiation on `node` to its result, from the events."""
+    began: dict[str, float] = {}
+    took = {}
+    for e in events:
+        resource = e.text.split(":")[0]
+        if e.text.endswith(f": start on {node} initiated"):
+            began[resource] = e.time
+        elif f": start on {node}: " in e.text and resource in began:
+            took[resource] = e.time - began.pop(resource)
+    return took
+
+
+def monitors_between(log: str, node: str, since: float, until: float) -> int:
+    """Monitor operations Pacemaker initiated on `node` between two times (each is an agent
+    process that competes with the starts for the job limit and the CPU)."""
+    from cluster.timeline import INITIATING, LINE, parse_stamp
+
+    count = 0
+    for line in log.splitlines():
+        m = LINE.match(line)
+        op = INITIATING.match(m.group("message")) if m else None
+        if m is None or op is None or op.group(1) != "monitor" or op.group(3) != node:
+            continue
+        if since <= parse_stamp(m.group("stamp")) <= until:
+            count += 1
+    return count
 
 
 def _max_parallel(events: Sequence[Any], node: str) -> int:
@@ -390,6 +452,12 @@ def run_cluster(
             ]
             run.max_parallel = _max_parallel(found, "b")
             run.job_limits = throttle_messages(cluster.log("b"), since=fault)
+            run.modes = modes_from(cluster.log("b"), since=fault)
+            run.start_seconds = start_durations(found, "b")
+            if fenced is not None and ok:
+                run.monitors = monitors_between(
+                    cluster.log("b"), "b", fenced.time, max(e.time for e in ok)
+                )
             calls = lab.calls(since=fault)
             used = list(lab.throttle_state()["buckets"])
             run.calls = sum(1 for c in calls if c.fault != "bucket")
@@ -465,6 +533,10 @@ def details(r: ClusterRun) -> str:
         f"{r.started}/{r.resources} started on b; at most {r.max_parallel} starts at once on b "
         f"(node-action-limit {r.node_action_limit}); load average after: {r.load}",
         f"  bound by: {r.bound()}",
+        f"  b's throttle mode from the crash on: {', '.join(r.modes) or 'not logged'}",
+        f"  where the time goes: {_starts(r.start_seconds, 'rsc_ov_')} aws-overlayip and "
+        f"{_starts(r.start_seconds, 'rsc_sec_')} aws-secip starts, and {r.monitors} monitors "
+        f"on b from 'a fenced' to the last start, {r.node_action_limit} at a time",
         "  calls answered: " + ", ".join(f"{a} {n}" for a, n in sorted(r.by_action.items())),
     ]
     lines += [f"  pacemaker: {m}" for m in r.job_limits[-4:]]
@@ -531,14 +603,23 @@ def main(argv: Optional[list[str]] = None) -> int:
         )
         print(
             f"  where the time goes: {tables.to_first:.2f}s from the process's start to its first "
-            f"ReplaceRoute (Python, botocore, IMDS, DescribeNetworkInterfaces, "
-            f"DescribeRouteTables), {tables.span:.2f}s from the first ReplaceRoute to the last "
+            f"ReplaceRoute (Python, botocore, IMDS, DescribeRouteTables and "
+            f"DescribeNetworkInterfaces at once, pyroute2 loading meanwhile), "
+            f"{tables.span:.2f}s from the first ReplaceRoute to the last "
             f"(the bucket's bound: {tables.bucket_floor:.2f}s), the rest verifying and exiting"
         )
     missed = failed + [r.label for r in clusters if r.failed_starts or r.failures or not r.seconds]
     if tables is not None and tables.rc != 0:
         missed.append("tables-100")
     return 1 if missed else 0
+
+
+def _starts(seconds: dict[str, float], prefix: str) -> str:
+    """'20 of 1.52s (longest 2.10s)': the starts of the resources named `prefix`..."""
+    mine = [s for resource, s in seconds.items() if resource.startswith(prefix)]
+    if not mine:
+        return "0"
+    return f"{len(mine)} of {sum(mine) / len(mine):.2f}s (longest {max(mine):.2f}s)"
 
 
 def _loadavg() -> str:

@@ -12,9 +12,12 @@ monitors are started by this schedule, not by pacemaker-execd.
 It prints, per kind of monitor (shallow: OS side only; deep: with the AWS check), the runs, the
 median and mean CPU per run and the EC2 requests; the total CPU of the agents' processes
 divided by the wall time (average cores); and the CPU of a bare Python start in the same node,
-with each monitor's ratio to it. ``--param k=v`` adds a parameter to every aws-overlayip
-resource (e.g. a routing_table_role), ``--monitor-api true`` measures the old configuration
-(every monitor asks EC2).
+with each monitor's ratio to it. ``--routing-role`` measures the aws-overlayip resources with a
+``routing_table_role`` (a shared VPC): the role, its trust policy and both identity policies are
+declared in the lab's STS and IAM (:func:`routing_role`), and each deep monitor of those then
+assumes the role (STS AssumeRole) and reads the route tables with its credentials.
+``--param k=v`` adds a parameter to every aws-overlayip resource, ``--monitor-api true``
+measures the old configuration (every monitor asks EC2).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from .harness import Lab
 
 DEEP_ENV = {"OCF_RESKEY_OCF_CHECK_LEVEL": "10"}  # how Pacemaker passes the op's attribute
 AGENT_PYTHON = "/usr/bin/python3"  # the agents' shebang: what Pacemaker runs
+ROUTING_ROLE_NAME = "ipfailover-routing"
+ROUTE_TABLE_ACTIONS = ("ec2:DescribeRouteTables", "ec2:CreateRoute", "ec2:ReplaceRoute")
 
 
 @dataclass
@@ -56,6 +61,8 @@ class WatchResult:
     monitor_api: str
     python: str = ""
     bare_runs: int = 0
+    sts_calls: dict[str, int] = field(default_factory=dict)
+    routing_role: str = ""
 
     @property
     def total_cpu(self) -> float:
@@ -86,6 +93,40 @@ def _resources(
         params = {"ip": f"10.0.1.{100 + n}", "endpoint_url": lab.endpoint_url}
         found.append((f"secip{n}", "aws-secip", {**params, "monitor_api": monitor_api}))
     return found
+
+
+def routing_role(lab: Lab) -> dict[str, str]:
+    """Declare a routing role in the lab's STS and IAM (in the nodes' account, the policies
+    kept short: what costs CPU is the same as in a shared VPC, one AssumeRole and the route
+    table calls with the session's credentials). Its trust policy names the nodes' instance
+    role and its identity policy allows the route table calls (enforced on its sessions); the
+    nodes' own policy, enforced from now on, allows sts:AssumeRole on it besides their EC2
+    calls. Returns the aws-overlayip parameters that use it."""
+    arn = f"arn:aws:iam::{lab.account_id}:role/{ROUTING_ROLE_NAME}"
+    node_role = f"arn:aws:iam::{lab.account_id}:role/{lab.role_name}"
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": {
+            "Effect": "Allow",
+            "Principal": {"AWS": node_role},
+            "Action": "sts:AssumeRole",
+        },
+    }
+    routes = {
+        "Version": "2012-10-17",
+        "Statement": {"Effect": "Allow", "Action": list(ROUTE_TABLE_ACTIONS), "Resource": "*"},
+    }
+    lab.set_role(arn, trust, routes)
+    lab.enforce_policy(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
+                {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": arn},
+            ],
+        }
+    )
+    return {"routing_table_role": arn, "sts_endpoint_url": lab.endpoint_url}
 
 
 def watch(
@@ -167,10 +208,8 @@ def watch(
     finally:
         stop.set()
     elapsed = time.monotonic() - began
-    calls = lab.calls(node="a")
-    by_action: dict[str, int] = {}
-    for call in calls:
-        by_action[call.action] = by_action.get(call.action, 0) + 1
+    by_action = _count(lab.calls(node="a"))
+    sts = _count(lab.calls(node="a", service="sts"))
     return WatchResult(
         duration=elapsed,
         bare_cpu=statistics.median(bare),
@@ -182,7 +221,16 @@ def watch(
         deep_interval=deep_interval,
         monitor_api=monitor_api,
         python=python,
+        sts_calls=sts,
+        routing_role=(extra or {}).get("routing_table_role", ""),
     )
+
+
+def _count(calls: list[Any]) -> dict[str, int]:
+    by_action: dict[str, int] = {}
+    for call in calls:
+        by_action[call.action] = by_action.get(call.action, 0) + 1
+    return by_action
 
 
 def table(result: WatchResult) -> str:
@@ -190,7 +238,12 @@ def table(result: WatchResult) -> str:
         f"{result.resources} resources, monitor_api={result.monitor_api}, monitor every "
         f"{result.interval:g} s, deep monitor (OCF_CHECK_LEVEL=10) every "
         f"{result.deep_interval:g} s; {result.duration:.0f} s measured; agents run by "
-        f"{result.python}",
+        f"{result.python}"
+        + (
+            f"; aws-overlayip with routing_table_role {result.routing_role}"
+            if result.routing_role
+            else "; no routing role"
+        ),
         "",
         "| monitor | runs | failed | CPU median | CPU mean | x bare Python |",
         "|---|---|---|---|---|---|",
@@ -210,9 +263,18 @@ def table(result: WatchResult) -> str:
         "| - | 1.0 |",
         "",
         f"agents' CPU: {result.total_cpu:.1f} s in {result.duration:.0f} s = "
-        f"**{result.cores:.3f} cores** on average",
+        f"**{result.cores:.3f} cores** on average ("
+        + ", ".join(
+            f"{name} {len(kind.cpu)} x {statistics.fmean(kind.cpu) * 1000:.0f} ms = "
+            f"{sum(kind.cpu) / result.duration:.3f}"
+            for name, kind in result.kinds.items()
+            if kind.cpu and result.duration > 0
+        )
+        + ")",
         "EC2 requests: "
         + (", ".join(f"{a} {n}" for a, n in sorted(result.ec2_calls.items())) or "none"),
+        "STS requests: "
+        + (", ".join(f"{a} {n}" for a, n in sorted(result.sts_calls.items())) or "none"),
     ]
     return "\n".join(lines)
 
@@ -232,6 +294,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         help=f"the interpreter that runs the agents (default {AGENT_PYTHON}, their shebang)",
     )
     parser.add_argument(
+        "--routing-role",
+        action="store_true",
+        help="the aws-overlayip resources with a routing_table_role, declared in the lab's STS",
+    )
+    parser.add_argument(
         "--param", action="append", default=[], help="k=v for every aws-overlayip resource"
     )
     args = parser.parse_args(argv)
@@ -242,6 +309,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         tempfile.TemporaryDirectory(prefix="bench-watch-") as workdir,
         Lab(Path(workdir), nodes=("a", "b")) as lab,
     ):
+        if args.routing_role:
+            extra = {**routing_role(lab), **extra}
         result = watch(
             lab,
             duration=args.duration,

@@ -10,7 +10,13 @@ Red Hat guides configure for the same address:
   ``aws-vpc-move-ip`` (the SUSE guide's primitive: start/stop timeout 180 s, monitor every 60 s;
   the parameters lab.incumbents gives it: the lab's AWS CLI, the route's target by ENI);
 - a secondary private IP: ours ``aws-secip`` (crm-examples/aws-secip.crm) against the Red Hat
-  guide's group of ``awsvip`` (the address in AWS) and ``IPaddr2`` (the address in the OS).
+  guide's group of ``awsvip`` (the address in AWS) and ``IPaddr2`` (the address in the OS);
+- an Elastic IP on a secondary private IP, the client asking the public address (the lab's VPC
+  translates it to the private address it is associated with, lab.dataplane): ours
+  ``aws-secip`` with ``elastic_ip_allocation_id`` (crm-examples/aws-secip.crm, rsc_ip_web)
+  against the Red Hat guide's group with ``awseip`` added as its last member (allocation_id,
+  elastic_ip, and private_ip_address: the group's secondary address; the guide leaves it out,
+  which puts the EIP on the node's primary address). One EIP, one address for both.
 
 The same cluster, client, throttling and route tables for both; the incumbents reach the lab
 through the AWS CLI wrapper of lab.incumbents (credentials from the node's IMDS). Printed: the
@@ -21,7 +27,7 @@ docs/outage-compare.png; needs matplotlib, the ``plot`` extra) draws, per scenar
 client's requests over time (answered, failed) with the cluster's events marked, ours above
 theirs, stamped with the commit and the date.
 
-``--scenarios move,crash`` and ``--kinds overlay,secondary`` narrow it.
+``--scenarios move,crash`` and ``--kinds overlay,secondary,eip`` narrow it.
 """
 
 from __future__ import annotations
@@ -49,9 +55,9 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PNG = REPO / "docs" / "outage-compare.png"
 SAP_GUIDES_TOKEN_S = 30.0
-KINDS = ("overlay", "secondary")
-OURS = {"overlay": "aws-overlayip", "secondary": "aws-secip"}
-THEIRS = {"overlay": incumbents.MOVE_IP, "secondary": "awsvip+IPaddr2"}
+KINDS = ("overlay", "secondary", "eip")
+OURS = {"overlay": "aws-overlayip", "secondary": "aws-secip", "eip": "aws-secip+eip"}
+THEIRS = {"overlay": incumbents.MOVE_IP, "secondary": "awsvip+IPaddr2", "eip": "awsvip+awseip"}
 
 
 @dataclass
@@ -96,6 +102,43 @@ def theirs_case(kind: str, lab: Lab, cli: incumbents.AwsCli, ours: Case) -> Case
     )
     # the group's last member: its start is the end of the group's start
     return Case("aws-secip", "rsc_ipaddr2_app", crm, address, "AssignPrivateIpAddresses")
+
+
+def eip_cases(lab: Lab, cli: incumbents.AwsCli) -> tuple[Case, Case]:
+    """Ours (the example's rsc_ip_web) and theirs for one Elastic IP on one secondary address."""
+    from cluster.examples import instantiate, with_params
+    from cluster.scenarios import Case
+
+    allocation = lab.allocate_eip()
+    found = lab.ec2().describe_addresses(AllocationIds=[allocation])["Addresses"]
+    public = str(found[0]["PublicIp"])
+    crm = instantiate(
+        "aws-secip.crm", {"eipalloc-0123456789abcdef0": allocation}, only=["rsc_ip_web"]
+    )
+    crm = with_params(crm, {"endpoint_url": lab.endpoint_url})
+    address = "10.0.1.51"  # the example's
+    ours = Case("aws-secip", "rsc_ip_web", crm, address, "AssociateAddress", elastic_ip=public)
+    vip = incumbents.awsvip_params(cli, address)
+    eip = incumbents.awseip_params(cli, public, allocation, address)
+    ops = " op start timeout=30s interval=0s op stop timeout=30s interval=0s"
+    theirs_crm = (
+        f"primitive rsc_awsvip_web ocf:heartbeat:{incumbents.AWSVIP} params "
+        + " ".join(f"{k}={v}" for k, v in vip.items())
+        + ops
+        + " op monitor timeout=30s interval=20s\n"
+        f"primitive rsc_ipaddr2_web ocf:heartbeat:IPaddr2 params ip={address} cidr_netmask=24"
+        " nic=eth0 op monitor timeout=20s interval=10s\n"
+        f"primitive rsc_awseip_web ocf:heartbeat:{incumbents.AWSEIP} params "
+        + " ".join(f"{k}={v}" for k, v in eip.items())
+        + ops
+        + " op monitor timeout=30s interval=20s\n"
+        "group grp_ip_web rsc_awsvip_web rsc_ipaddr2_web rsc_awseip_web\n"
+    )
+    # the group's last member: its start is the end of the group's start
+    theirs = Case(
+        "aws-secip", "rsc_awseip_web", theirs_crm, address, "AssociateAddress", elastic_ip=public
+    )
+    return ours, theirs
 
 
 # ---- figures -----------------------------------------------------------------------------------
@@ -218,17 +261,25 @@ def draw(pairs: Sequence[Pair], path: Path) -> None:
 
     from cluster.scenarios import TITLES
 
+    # a column per scenario, two rows per kind of address (ours above theirs)
+    kinds = list(dict.fromkeys(p.kind for p in pairs))
+    scenarios = list(dict.fromkeys(p.scenario for p in pairs))
     fig, axes = plt.subplots(
-        2, len(pairs), figsize=(4.8 * len(pairs), 5.5), squeeze=False, sharey=True
+        2 * len(kinds),
+        len(scenarios),
+        figsize=(5.2 * len(scenarios), 2.75 * len(kinds) + 0.5),
+        squeeze=False,
+        sharey=True,
     )
-    for column, p in enumerate(pairs):
+    for p in pairs:
+        top, column = 2 * kinds.index(p.kind), scenarios.index(p.scenario)
         rows = ((p.ours, p.ours_samples), (p.theirs, p.theirs_samples))
         # one time axis per scenario: ours and theirs at the same scale, every mark shown
         times = [r.outage.seconds or 0.0 for r, _ in rows]
         times += [at for r, _ in rows for at, _, _ in _marks(r)]
         end = max(times) * 1.05 + 1.0
         for row, (result, samples) in enumerate(rows):
-            ax = axes[row][column]
+            ax = axes[top + row][column]
             fault = result.fault
             shown = [s for s in samples if -2.0 <= s.t - fault <= end]
             ok = [s.t - fault for s in shown if s.node is not None]
@@ -248,10 +299,10 @@ def draw(pairs: Sequence[Pair], path: Path) -> None:
             ax.set_ylim(-0.5, 1.5)
             ax.set_yticks([0, 1], ["failed", "answered"])
             ax.tick_params(labelsize=7)
-            if row == 1:
+            if top + row == 2 * len(kinds) - 1:
                 ax.set_xlabel("seconds after the fault", fontsize=8)
     fig.suptitle(
-        "client requests (every 50 ms) during failover: ours (top) and the incumbents (bottom)",
+        "client requests (every 50 ms) during failover: per address, ours above the incumbents",
         fontsize=10,
     )
     fig.text(0.99, 0.005, stamp(), ha="right", va="bottom", fontsize=7, color="gray")
@@ -304,8 +355,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             cli = incumbents.install_cli(lab)
             token_ms = cluster.token_ms
             for kind in kinds:
-                ours_case = world.case(OURS[kind])
-                world.cases[THEIRS[kind]] = theirs_case(kind, lab, cli, ours_case)
+                if kind == "eip":
+                    ours_eip, theirs_eip = eip_cases(lab, cli)
+                    world.cases[OURS[kind]] = ours_eip
+                    world.cases[THEIRS[kind]] = theirs_eip
+                else:
+                    ours_case = world.case(OURS[kind])
+                    world.cases[THEIRS[kind]] = theirs_case(kind, lab, cli, ours_case)
                 for scenario in scenarios:
                     results = []
                     for name in (OURS[kind], THEIRS[kind]):

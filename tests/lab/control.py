@@ -3,6 +3,7 @@ teardown, faults, timing, IAM, throttling, the call log, power, the data plane, 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import ssl
@@ -23,6 +24,7 @@ from .listeners import StartResponse
 from .power import PowerState
 from .spec import (
     ENI_HOST_BASE,
+    PUBLIC_CIDR,
     LabSpec,
     random_mac,
 )
@@ -167,8 +169,13 @@ class Control(Ec2Api):
             self.world.set_hang(data["eni_id"], bool(data.get("hang", True)))
 
     def allocate_eip(self) -> dict[str, Any]:
+        """A new Elastic IP, its public address the first free one of PUBLIC_CIDR."""
         with LOCK:
-            eip = self.world.backend.allocate_address(domain="vpc")
+            backend = self.world.backend
+            taken = {a.public_ip for a in backend.addresses}
+            hosts = ipaddress.ip_network(PUBLIC_CIDR).hosts()
+            public = next(str(ip) for ip in hosts if str(ip) not in taken)
+            eip = backend.allocate_address(domain="vpc", address=public)
         return {"allocation_id": eip.allocation_id, "public_ip": eip.public_ip}
 
     def create_eni(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,17 @@ its destination, whatever the guests configure. The lab imitates that in the VPC
 - each route of the *client subnet's* route table (its explicit association, else the VPC's
   main table) whose target is an ENI (or an instance: its primary ENI) of such a node: the
   destination via the ENI's primary address (overlay IPs);
-- every other address of the lab's subnets is a black hole for routed traffic.
+- every other address of the lab's subnets is a black hole for routed traffic;
+- each Elastic IP associated with a private address that AWS delivers to the ENI of the
+  association (`elastic_ips`): packets from the client link to the public address get the
+  private address as destination, and packets from the private address out of the client link
+  get the public one as source. That is the Internet gateway's 1:1 NAT, stateless as AWS's, so
+  a new association holds from the next packet: the client link stands for the Internet here,
+  and the client reaches an associated private address only by its Elastic IP. An Elastic IP
+  that is not associated (or whose private address AWS delivers nowhere) is not translated, and
+  its packets find no route (the client gets "network unreachable"). The rules are one nftables
+  table (``NAT_TABLE``, replaced whole in one transaction whenever the associations change);
+  nftables (Debian's ``nftables``, in ``make deps``) is needed only once an EIP is associated.
 
 These routes live in a table of their own (``DATAPLANE_TABLE``), looked up by a rule before the
 main table, so the subnets' connected routes (and ARP, which any guest can answer) are never used
@@ -28,13 +38,15 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import netns
-from .spec import DATAPLANE_TABLE
+from .spec import CLIENT_LINK, DATAPLANE_TABLE
 
 LOG = logging.getLogger("lab.dataplane")
 
@@ -51,6 +63,8 @@ class Hop:
 
 
 Forwarding = dict[str, Hop]  # destination CIDR ("10.0.1.50/32") -> hop
+Translations = dict[str, str]  # Elastic IP (public IPv4) -> the private IPv4 it stands for
+NAT_TABLE = "lab_eip"  # the VPC namespace's nftables table (family ip) of the Elastic IPs
 
 
 def _ipv4_cidr(text: str | None) -> str | None:
@@ -125,6 +139,47 @@ def plan(
     return forwarding
 
 
+def elastic_ips(backend: Any, forwarding: Forwarding) -> Translations:
+    """The Elastic IPs the Internet gateway translates: those associated with a private address
+    that `forwarding` delivers to the ENI of the association."""
+    translations: Translations = {}
+    for eip in list(backend.addresses):
+        if eip.eni is None or not eip.public_ip:
+            continue
+        private = _ipv4_cidr(eip.private_ip_address)
+        hop = forwarding.get(private) if private is not None else None
+        if hop is not None and hop.eni_id == eip.eni.id:
+            translations[str(eip.public_ip)] = str(eip.private_ip_address)
+    return translations
+
+
+def nft_script(wanted: Translations, link: str = CLIENT_LINK) -> str:
+    """One nftables transaction replacing the NAT table with `wanted` (none: no table)."""
+    lines = [f"add table ip {NAT_TABLE}", f"delete table ip {NAT_TABLE}"]
+    if wanted:
+        inbound = [
+            f'    iifname "{link}" ip daddr {public} ip daddr set {private}'
+            for public, private in sorted(wanted.items())
+        ]
+        outbound = [
+            f'    oifname "{link}" ip saddr {private} ip saddr set {public}'
+            for public, private in sorted(wanted.items())
+        ]
+        lines += [
+            f"table ip {NAT_TABLE} {{",
+            "  chain inbound {",
+            "    type filter hook prerouting priority raw; policy accept;",
+            *inbound,
+            "  }",
+            "  chain outbound {",
+            "    type filter hook postrouting priority srcnat; policy accept;",
+            *outbound,
+            "  }",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def ip_commands(applied: Forwarding, wanted: Forwarding) -> list[str]:
     """`ip -batch` lines turning the VPC namespace's table from `applied` into `wanted`."""
     table = f"table {DATAPLANE_TABLE}"
@@ -156,19 +211,40 @@ class DataPlane:
         self.vpc_netns = vpc_netns
         self.lock = threading.Lock()  # held by whoever applies or reads `applied`
         self.applied: Forwarding = {}
+        self.translated: Translations = {}
         self.changes = 0  # number of applied differences, for the control API
 
-    def apply(self, wanted: Forwarding) -> None:
+    def apply(self, wanted: Forwarding, translations: Translations | None = None) -> None:
+        # routes first, so that a new translation finds its route
         commands = ip_commands(self.applied, wanted)
-        if not commands:
+        if commands:
+            try:
+                # -force: go on after an error (a route already gone), report it at the end
+                netns.ip("-force", "-batch", "-", netns=self.vpc_netns, stdin="\n".join(commands))
+            except netns.IpError as err:
+                LOG.warning("data plane: %s", err)
+            self.applied = dict(wanted)
+            self.changes += 1
+        translations = translations or {}
+        if translations != self.translated:
+            self.translate(translations)
+            self.translated = dict(translations)
+            self.changes += 1
+
+    def translate(self, wanted: Translations) -> None:
+        """Replace the VPC namespace's Elastic IP table (see the module doc)."""
+        nft = shutil.which("nft")
+        if nft is None:
+            if wanted:
+                LOG.warning("data plane: no nft (Debian's nftables): Elastic IPs not forwarded")
             return
-        try:
-            # -force: go on after an error (a route already gone), report it at the end
-            netns.ip("-force", "-batch", "-", netns=self.vpc_netns, stdin="\n".join(commands))
-        except netns.IpError as err:
-            LOG.warning("data plane: %s", err)
-        self.applied = dict(wanted)
-        self.changes += 1
+        argv = ["ip", "netns", "exec", self.vpc_netns, nft, "-f", "-"]
+        script = nft_script(wanted)
+        done = subprocess.run(
+            argv, input=script, capture_output=True, text=True, timeout=10.0, check=False
+        )
+        if done.returncode != 0:
+            LOG.warning("data plane: nft: %s", done.stderr.strip())
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -183,4 +259,5 @@ class DataPlane:
                 }
                 for cidr, h in sorted(self.applied.items())
             },
+            "elastic_ips": dict(sorted(self.translated.items())),
         }

@@ -238,6 +238,11 @@ class Knobs:
         result: dict[str, dict[str, str]] = self._control("GET", "dataplane")["forwarding"]
         return result
 
+    def elastic_ips(self) -> dict[str, str]:
+        """The Elastic IPs the data plane translates now: public -> private address."""
+        result: dict[str, str] = self._control("GET", "dataplane").get("elastic_ips", {})
+        return result
+
     def forwarded_to(self, address: str) -> str | None:
         """The node the VPC sends `address` to now (its most specific route), or None."""
 

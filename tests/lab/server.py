@@ -46,7 +46,7 @@ from typing import Any
 
 from . import iam, netns, power, sts
 from .control import Control
-from .dataplane import DataPlane, Forwarding
+from .dataplane import DataPlane, Forwarding, elastic_ips
 from .dataplane import plan as plan_forwarding
 from .ec2_api import LOCK, LOG
 from .faults import (
@@ -263,6 +263,9 @@ class LabServer(Control):
                     )
                     want[link.eni_id] = (plug, bridge_name(subnet) if subnet else None)
             forwarding = self.plan_forwarding(spec, subnet_names)
+            translations = (
+                elastic_ips(self.world.backend, forwarding) if forwarding is not None else None
+            )
             dataplane = self.dataplane
 
         def current() -> bool:
@@ -274,7 +277,7 @@ class LabServer(Control):
         if dataplane is not None and forwarding is not None:
             with dataplane.lock:
                 if current():
-                    dataplane.apply(forwarding)
+                    dataplane.apply(forwarding, translations)
 
     def plan_forwarding(self, spec: LabSpec, subnet_names: dict[str, str]) -> Forwarding | None:
         """What the VPC forwards where now (None without a data plane); holds LOCK."""

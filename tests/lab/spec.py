@@ -32,6 +32,9 @@ CLIENT_CIDR = "10.0.9.0/24"
 CLIENT_IP = "10.0.9.10"
 CLIENT_GATEWAY = "10.0.9.1"
 CLIENT_LINK = "vclient"  # the VPC namespace's end of the client's eth0
+# The public addresses of the lab's Elastic IPs (moto draws them from 127/8, which every namespace
+# keeps for itself): RFC 5737's TEST-NET-2, never routed on the Internet.
+PUBLIC_CIDR = "198.51.100.0/24"
 
 
 @dataclass

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from ipfailover import __version__
+from ipfailover.aws import skip_unused_imports
 from ipfailover.aws.errors import (
     NO_CREDENTIALS,
     guarded,
@@ -324,6 +325,7 @@ def connect(
     bypass_proxy_for_imds(os.environ)
     check_local(os.environ, settings)
     proxy = proxy_url(settings)  # with the credentials of proxy_credentials_file (2 if unsafe)
+    skip_unused_imports(os.environ)
     try:
         import botocore.session
         from botocore.config import Config

@@ -18,10 +18,12 @@ between values, wrong on every node: 6.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from typing import NamedTuple, Optional
 
+from ipfailover.aws import skip_unused_imports
 from ipfailover.config.params import AwsSettings
 from ipfailover.config.syntax import arn_partition, quote
 from ocf_shim import ConfigError, NotInstalledError
@@ -48,6 +50,7 @@ class _Entry(NamedTuple):
 @lru_cache(maxsize=1)
 def _table() -> tuple[_Entry, ...]:
     """botocore's partitions, in botocore's order."""
+    skip_unused_imports(os.environ)
     from botocore.exceptions import DataNotFoundError
     from botocore.loaders import create_loader
 

@@ -318,6 +318,7 @@ def declare(
     start: int,
     stop: int,
     monitor_in: str = "actions",
+    deep_monitor: bool = True,
 ) -> Agent:
     """An agent of this package as they are all declared: the standard actions (no reload, no
     migration; monitor every 10 s at depth 0, and every 120 s at depth 10, the deep monitor of
@@ -327,7 +328,8 @@ def declare(
     usage and the syntax check (validate-all at OCF_CHECK_LEVEL=0, or bad input in any action)
     load no client, and ipaddress and re only once a value is checked. ``monitor_in`` names
     another module of the package whose ``monitor`` handles monitor: one lighter than
-    ``actions``, for the OS-only monitor that runs every few seconds (issue 16)."""
+    ``actions``, for the OS-only monitor that runs every few seconds (issue 16);
+    ``deep_monitor=False`` for an agent without an AWS check at depth 10 (aws-health)."""
     package = declaration.rsplit(".", 1)[0]
     actions = package + ".actions"
     functions = {"start": "start", "stop": "stop", "validate-all": "validate"}
@@ -344,7 +346,11 @@ def declare(
             ActionSpec("monitor", timeout=20, interval=10, depth=0),
             # The deep monitor (monitor_api=deep): the AWS check, more rarely, with its own
             # timeout (pcs copies these actions into the CIB; crmsh does not).
-            ActionSpec("monitor", timeout=30, interval=120, depth=DEEP_CHECK_LEVEL),
+            *(
+                [ActionSpec("monitor", timeout=30, interval=120, depth=DEEP_CHECK_LEVEL)]
+                if deep_monitor
+                else []
+            ),
             ActionSpec("validate-all", timeout=20),
             ActionSpec("meta-data", timeout=5),
         ),

@@ -5,8 +5,6 @@ addresses, policy rules and routes.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Optional
 
 from ipfailover.eni.declaration import Config
 from ipfailover.eni.os_plan import (
@@ -23,7 +21,11 @@ from ipfailover.eni.os_plan import (
 )
 from ocf_shim import Context, GenericError, get_log
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Optional
+
     from ipfailover.host.netlink import Link, Netlink, RouteEntry, Rule
 
 log = get_log("ipfailover")

@@ -1,27 +1,42 @@
 """aws-eni's OS side, planned: what the ENI needs on this host (link, addresses, policy rules and
 routes) compared with what netlink shows. Pure functions.
+
+The OS-only monitor (ipfailover.eni.watch) runs through this module at every interval, so it
+imports no dataclasses or typing at run time: its values are netlink's immutable ``_Value``
+classes, which compare, hash and print as frozen dataclasses do (issue 16).
 """
 
 from __future__ import annotations
 
+import _socket
 import ipaddress
-import socket
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Union
 
+from ipfailover.host.netlink import _Value
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any, Optional, Union
+
     from ipfailover.aws.ec2 import Eni
     from ipfailover.host.netlink import Addr, Link, RouteEntry, Rule
 
+    IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+    RouteKey = tuple[str, Optional[str]]  # (destination CIDR, gateway or None for on-link)
 
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
-
-@dataclass(frozen=True)
-class EniFacts:
+class EniFacts(_Value):
     """What the OS side of the ENI is made of: from EC2 (start, monitor) or from the record."""
 
+    __slots__ = (  # noqa: RUF023 - in order
+        "eni_id",
+        "mac",
+        "ipv4s",
+        "ipv6s",
+        "subnet_id",
+        "subnet_cidr",
+        "ipv6_cidrs",
+    )
     eni_id: str
     mac: str
     ipv4s: tuple[str, ...]
@@ -29,6 +44,26 @@ class EniFacts:
     subnet_id: str
     subnet_cidr: str
     ipv6_cidrs: tuple[str, ...]
+
+    def __init__(  # noqa: PLR0917 - the fields, in order, as the dataclass had them
+        self,
+        eni_id: str,
+        mac: str,
+        ipv4s: tuple[str, ...],
+        ipv6s: tuple[str, ...],
+        subnet_id: str,
+        subnet_cidr: str,
+        ipv6_cidrs: tuple[str, ...],
+    ) -> None:
+        self._init(
+            eni_id=eni_id,
+            mac=mac,
+            ipv4s=ipv4s,
+            ipv6s=ipv6s,
+            subnet_id=subnet_id,
+            subnet_cidr=subnet_cidr,
+            ipv6_cidrs=ipv6_cidrs,
+        )
 
     @property
     def ips(self) -> tuple[str, ...]:
@@ -106,17 +141,27 @@ def _ipv6_network(ip: str, blocks: Sequence[str]) -> IPNetwork:
     return ipaddress.ip_network(f"{ip}/64", strict=False)  # AWS subnets are /64
 
 
-RouteKey = tuple[str, Optional[str]]  # (destination CIDR, gateway or None for on-link)
-
-
-@dataclass(frozen=True)
-class WantedOs:
+class WantedOs(_Value):
+    __slots__ = ("mac", "addresses", "rules", "routes", "table", "priority")  # noqa: RUF023
     mac: str
     addresses: tuple[tuple[str, int], ...]  # (address, prefix length)
     rules: tuple[str, ...]  # source networks, e.g. "10.0.3.100/32"
     routes: tuple[RouteKey, ...]  # subnet routes first, then default routes
     table: int
     priority: int
+
+    def __init__(  # noqa: PLR0917 - the fields, in order, as the dataclass had them
+        self,
+        mac: str,
+        addresses: tuple[tuple[str, int], ...],
+        rules: tuple[str, ...],
+        routes: tuple[RouteKey, ...],
+        table: int,
+        priority: int,
+    ) -> None:
+        self._init(
+            mac=mac, addresses=addresses, rules=rules, routes=routes, table=table, priority=priority
+        )
 
 
 def wanted_os(
@@ -152,12 +197,21 @@ def wanted_os(
     )
 
 
-@dataclass(frozen=True)
-class ObservedOs:
+class ObservedOs(_Value):
+    __slots__ = ("link", "addresses", "rules", "routes")  # noqa: RUF023 - in order
     link: Optional[Link]  # the link with the ENI's MAC
     addresses: tuple[Addr, ...]  # on that link
     rules: tuple[Rule, ...]  # all policy rules
     routes: tuple[RouteEntry, ...]  # in our table
+
+    def __init__(
+        self,
+        link: Optional[Link],
+        addresses: tuple[Addr, ...],
+        rules: tuple[Rule, ...],
+        routes: tuple[RouteEntry, ...],
+    ) -> None:
+        self._init(link=link, addresses=addresses, rules=rules, routes=routes)
 
 
 def route_key(entry: RouteEntry) -> RouteKey:
@@ -165,7 +219,7 @@ def route_key(entry: RouteEntry) -> RouteKey:
     if entry.dst:
         dst = str(ipaddress.ip_network(entry.dst, strict=False))
     else:  # the default route of its gateway's family, or of the message's when on-link
-        v6 = gateway.version == 6 if gateway else entry.family == socket.AF_INET6
+        v6 = gateway.version == 6 if gateway else entry.family == _socket.AF_INET6
         dst = "::/0" if v6 else "0.0.0.0/0"
     return dst, str(gateway) if gateway else None
 
@@ -183,15 +237,43 @@ def foreign_rules(rules: Sequence[Rule], table: int, priority: int) -> list[Rule
     return [r for r in rules if (r.table == table) != (r.priority == priority)]
 
 
-@dataclass(frozen=True)
-class OsPlan:
-    link_missing: bool = False
-    bring_up: bool = False
-    add_addresses: tuple[tuple[str, int], ...] = ()
-    del_rules: tuple[str, ...] = ()  # our rules from sources that are not the ENI's
-    add_rules: tuple[str, ...] = ()
-    flush_routes: bool = False  # our table holds routes we do not want
-    set_routes: tuple[RouteKey, ...] = ()
+class OsPlan(_Value):
+    __slots__ = (  # noqa: RUF023 - in order
+        "link_missing",
+        "bring_up",
+        "add_addresses",
+        "del_rules",
+        "add_rules",
+        "flush_routes",
+        "set_routes",
+    )
+    link_missing: bool
+    bring_up: bool
+    add_addresses: tuple[tuple[str, int], ...]
+    del_rules: tuple[str, ...]  # our rules from sources that are not the ENI's
+    add_rules: tuple[str, ...]
+    flush_routes: bool  # our table holds routes we do not want
+    set_routes: tuple[RouteKey, ...]
+
+    def __init__(  # noqa: PLR0917 - the fields, in order, as the dataclass had them
+        self,
+        link_missing: bool = False,
+        bring_up: bool = False,
+        add_addresses: tuple[tuple[str, int], ...] = (),
+        del_rules: tuple[str, ...] = (),
+        add_rules: tuple[str, ...] = (),
+        flush_routes: bool = False,
+        set_routes: tuple[RouteKey, ...] = (),
+    ) -> None:
+        self._init(
+            link_missing=link_missing,
+            bring_up=bring_up,
+            add_addresses=add_addresses,
+            del_rules=del_rules,
+            add_rules=add_rules,
+            flush_routes=flush_routes,
+            set_routes=set_routes,
+        )
 
     @property
     def empty(self) -> bool:

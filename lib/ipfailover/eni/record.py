@@ -8,12 +8,15 @@ resource agents' runtime directory (tmpfs: gone after a reboot, as the OS config
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Optional
 
 from ipfailover.eni.declaration import NAME
 from ipfailover.eni.os_plan import EniFacts
 from ocf_shim import Context, GenericError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Optional
 
 
 def record_path(environ: Mapping[str, str], eni_id: str, instance_id: str) -> str:

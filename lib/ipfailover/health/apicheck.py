@@ -63,7 +63,7 @@ def check(ctx: Context, resources: list[Primitive], budget: float) -> tuple[Opti
             agent = import_module(DECLARATIONS[resource.type]).AGENT
             env = {f"OCF_RESKEY_{name}": value for name, value in resource.params.items()}
             try:
-                params = agent._read_params(env)  # the agent's own parsing and checks
+                params = agent.read_params(env)  # the agent's own parsing and checks
                 cfg = agent.config(params)
                 aws = cfg.aws
                 principal[0] = (aws.profile, aws.role_arn, aws.region, aws.endpoint_url)

@@ -205,4 +205,5 @@ AGENT = declare(
     parse=parse_config,
     start=30,
     stop=30,
+    deep_monitor=False,  # its monitor reads IMDS at every interval; there is no deeper check
 )

@@ -8,10 +8,11 @@ the distributions ship) and newer.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import ipaddress
-import socket
 import struct
+import sys
 
 from ipfailover.host.rtnl import (
     FRA_PRIORITY,
@@ -56,7 +57,7 @@ RT_SCOPE_LINK = 253
 RT_SCOPE_NOWHERE = 255
 _EXISTS = (errno.EEXIST,)
 _MISSING = (errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV)
-_ADDRESS_BYTES: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 16}
+_ADDRESS_BYTES: dict[int, int] = {_socket.AF_INET: 4, _socket.AF_INET6: 16}
 
 
 class _Value:
@@ -118,7 +119,7 @@ class Addr(_Value):
         index: int,
         label: Optional[str],
         flags: int = 0,
-        family: int = socket.AF_INET,
+        family: int = _socket.AF_INET,
     ) -> None:
         self._init(ip=ip, prefixlen=prefixlen, index=index, label=label, flags=flags, family=family)
 
@@ -137,7 +138,7 @@ class Rule(_Value):
     family: int  # from the message: tells "from all" rules of both apart
 
     def __init__(
-        self, priority: int, table: int, src: Optional[str], family: int = socket.AF_INET
+        self, priority: int, table: int, src: Optional[str], family: int = _socket.AF_INET
     ) -> None:
         self._init(priority=priority, table=table, src=src, family=family)
 
@@ -156,7 +157,7 @@ class RouteEntry(_Value):
         gateway: Optional[str],
         oif: Optional[int],
         table: int,
-        family: int = socket.AF_INET,
+        family: int = _socket.AF_INET,
     ) -> None:
         self._init(dst=dst, gateway=gateway, oif=oif, table=table, family=family)
 
@@ -171,7 +172,7 @@ def _ip(family: int, raw: bytes) -> str:
         raise GenericError(
             f"malformed netlink answer: a {len(raw)}-byte address of address family {family}"
         )
-    if family == socket.AF_INET:
+    if family == _socket.AF_INET:
         return str(ipaddress.IPv4Address(raw))
     return str(ipaddress.IPv6Address(raw))
 
@@ -179,7 +180,7 @@ def _ip(family: int, raw: bytes) -> str:
 def _family(text: str) -> int:
     """The family of an address or network given as text, from its parsed value."""
     network = ipaddress.ip_network(text, strict=False)
-    return socket.AF_INET6 if network.version == 6 else socket.AF_INET
+    return _socket.AF_INET6 if network.version == 6 else _socket.AF_INET
 
 
 def _route_family(dst: Optional[str], gateway: Optional[str], family: Optional[int]) -> int:
@@ -187,7 +188,7 @@ def _route_family(dst: Optional[str], gateway: Optional[str], family: Optional[i
     if family is not None:
         return family
     given = dst or gateway
-    return _family(given) if given else socket.AF_INET
+    return _family(given) if given else _socket.AF_INET
 
 
 class Netlink(DumpReader):
@@ -227,7 +228,9 @@ class Netlink(DumpReader):
                 from pyroute2.netlink.exceptions import NetlinkError
             except ImportError as exc:
                 raise NotInstalledError(
-                    f"pyroute2 cannot be imported on this node: {exc}; install python3-pyroute2"
+                    f"pyroute2 cannot be imported on this node: {exc}; install pyroute2 0.7.2 or"
+                    f" later for {sys.executable} (python3-pyroute2;"
+                    " python311-pyroute2 on SLES 15)"
                 ) from None
             self._error = NetlinkError
             try:
@@ -260,7 +263,7 @@ class Netlink(DumpReader):
 
     def links(self) -> list[Link]:
         result = []
-        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
+        body = struct.pack("=BxHiII", _socket.AF_UNSPEC, 0, 0, 0, 0)
         for kind, payload in self._dump(RTM_GETLINK, body):
             if kind != RTM_NEWLINK or len(payload) < 16:
                 continue
@@ -296,7 +299,7 @@ class Netlink(DumpReader):
 
     def addresses(self, index: Optional[int] = None) -> list[Addr]:
         result = []
-        body = struct.pack("=BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0)
+        body = struct.pack("=BBBBI", _socket.AF_UNSPEC, 0, 0, 0, 0)
         for kind, payload in self._dump(RTM_GETADDR, body):
             if kind != RTM_NEWADDR or len(payload) < 8:
                 continue
@@ -306,7 +309,7 @@ class Netlink(DumpReader):
             attrs = self._attrs(payload, 8)
             flags = _u32(attrs.get(IFA_FLAGS)) if IFA_FLAGS in attrs else hdr_flags
             raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-            if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
+            if raw is None or family not in (_socket.AF_INET, _socket.AF_INET6):
                 continue
             label = attrs.get(IFA_LABEL)
             result.append(
@@ -329,14 +332,14 @@ class Netlink(DumpReader):
         family = _family(ip)
         kwargs: dict[str, Any] = {"index": index, "address": ip, "prefixlen": prefixlen}
         kwargs["family"] = family
-        if family == socket.AF_INET6:
+        if family == _socket.AF_INET6:
             kwargs["flags"] = IFA_F_NODAD  # usable at once: the address is ours by AWS's word
         elif label:
             kwargs["label"] = label
         what = f"add address {ip}/{prefixlen}"
         if self._do(_EXISTS, what, "addr", "add", **kwargs):
             return True
-        if family == socket.AF_INET6 or not label:
+        if family == _socket.AF_INET6 or not label:
             return False
         # There already, with another label (added by hand, or before iflabel was set): the
         # kernel keeps an address's label for its lifetime (a replace leaves it), so the
@@ -374,7 +377,7 @@ class Netlink(DumpReader):
         """(family, dst_len, src_len, table, attributes) of each rule or route of both families:
         a rule's header (fib_rule_hdr) and a route's (rtmsg) begin alike, and FRA_TABLE is
         RTA_TABLE (the 32-bit table id, where the header's byte cannot hold it)."""
-        for family in (socket.AF_INET, socket.AF_INET6):
+        for family in (_socket.AF_INET, _socket.AF_INET6):
             body = struct.pack("=BBBBBBBBI", family, 0, 0, 0, 0, 0, 0, 0, 0)
             for kind, payload in self._dump(request, body):
                 if kind != reply or len(payload) < 12:
@@ -461,7 +464,7 @@ class Netlink(DumpReader):
         """
         family = _route_family(dst, gateway, family)
         kwargs: dict[str, Any] = {"table": table, "oif": oif, "family": family}
-        kwargs["dst"] = dst if dst else ("::/0" if family == socket.AF_INET6 else "0.0.0.0/0")
+        kwargs["dst"] = dst if dst else ("::/0" if family == _socket.AF_INET6 else "0.0.0.0/0")
         if gateway:
             kwargs["gateway"] = gateway
         else:
@@ -479,7 +482,7 @@ class Netlink(DumpReader):
         family = _route_family(dst, None, family)
         # RT_SCOPE_NOWHERE matches a route of any scope (our subnet routes are scope link).
         kwargs: dict[str, Any] = {"table": table, "family": family, "scope": RT_SCOPE_NOWHERE}
-        kwargs["dst"] = dst if dst else ("::/0" if family == socket.AF_INET6 else "0.0.0.0/0")
+        kwargs["dst"] = dst if dst else ("::/0" if family == _socket.AF_INET6 else "0.0.0.0/0")
         if oif is not None:
             kwargs["oif"] = oif
         return self._do(
@@ -490,7 +493,7 @@ class Netlink(DumpReader):
         """Remove every route of ``table`` (both families); returns how many went."""
         removed = 0
         for route in self.routes(table):
-            default = "::/0" if route.family == socket.AF_INET6 else "0.0.0.0/0"
+            default = "::/0" if route.family == _socket.AF_INET6 else "0.0.0.0/0"
             kwargs: dict[str, Any] = {
                 "table": table,
                 "family": route.family,

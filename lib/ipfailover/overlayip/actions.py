@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from ipfailover.overlayip.declaration import Config
 from ipfailover.overlayip.watch import configured, configured_link, others_note
-from ipfailover.runtime import Runtime, aws_check, aws_check_due, run_parallel
+from ipfailover.runtime import Runtime, aws_check, aws_check_due, run_parallel, together
 from ocf_shim import OCF, ConfigError, Context, GenericError, OCFError, get_log
 
 if TYPE_CHECKING:
@@ -290,10 +290,16 @@ def _apply(api: Api, cfg: Config, change: RouteChange) -> None:
     raise GenericError(f"route for {cfg.cidr} in {change.table_id} keeps changing under us")
 
 
-def observe(rt: Runtime, cfg: Config, describe_vpc: bool = False) -> Observation:
+def observe(
+    rt: Runtime,
+    cfg: Config,
+    describe_vpc: bool = False,
+    meanwhile: Callable[[], object] = lambda: None,
+) -> Observation:
     """Read this instance's ENI, the VPC's blocks, the managed tables and the ENI's
     source/destination check. ``describe_vpc``: ask EC2 for the VPC's blocks even when IMDS lists
-    them (validate-all does, to prove DescribeVpcs, which start needs for IPv6 only)."""
+    them (validate-all does, to prove DescribeVpcs, which start needs for IPv6 only).
+    ``meanwhile`` runs while EC2 answers the last two reads (start loads pyroute2 there)."""
     from ipfailover.aws import ec2, instance
 
     link = rt.require_link(cfg.interface)
@@ -303,10 +309,20 @@ def observe(rt: Runtime, cfg: Config, describe_vpc: bool = False) -> Observation
         # IMDS lists the VPC's IPv6 blocks only to an ENI that has an IPv6 address.
         blocks = ec2.describe_vpc(rt.api(), facts.vpc_id).cidrs
     outside_vpc(cfg.ip, blocks)  # before any further call
-    tables = _find_tables(routes_api(rt, cfg), cfg, facts.vpc_id)
-    check = None
-    if cfg.source_dest_check != "ignore":
-        check = ec2.describe_eni(rt.api(), facts.eni_id).source_dest_check
+    tables_api, node_api = routes_api(rt, cfg), rt.api()  # made here, not in the threads
+
+    def source_dest_check() -> Optional[bool]:
+        if cfg.source_dest_check == "ignore":
+            return None
+        return ec2.describe_eni(node_api, facts.eni_id).source_dest_check
+
+    # The two reads and ``meanwhile`` at the same time: one round trip to EC2 instead of two.
+    # The tables' errors (a configuration EC2 cannot serve) come first, as when they were read
+    # first.
+    tables, (check, _) = together(
+        lambda: _find_tables(tables_api, cfg, facts.vpc_id),
+        lambda: together(source_dest_check, meanwhile),
+    )
     return Observation(link.index, facts.eni_id, facts.vpc_id, tuple(tables), check)
 
 
@@ -338,7 +354,9 @@ def apply(rt: Runtime, cfg: Config, steps: Sequence[Step], check: bool = False) 
 def start(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
     with Runtime(ctx, cfg.aws) as rt:
-        seen = observe(rt, cfg)
+        # pyroute2 (0.15-0.25 s to import) loads while EC2 answers the reads, not between them
+        # and the first change (the address, then the routes).
+        seen = observe(rt, cfg, meanwhile=rt.netlink.prepare_changes)
         steps = plan(cfg, seen)
         apply(rt, cfg, steps)
         api, eni_id, index = routes_api(rt, cfg), seen.eni_id, seen.link_index
