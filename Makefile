@@ -58,7 +58,7 @@ test: deps venv models lint
 	$(PY) -m compat --subset sles15 --subset rhel10
 
 # What `make test` leaves out (a representative part stays in it): the minimal-policy proofs
-# per action (each statement cut whole is in the suite) and the fuzz's drawn values. About 10 min.
+# per action (each statement cut whole is in the suite) and the fuzz's drawn values. About 11 min.
 test-long: deps venv models
 	$(VENV)/bin/pytest -m long $(PYTEST_ARGS)
 

@@ -366,14 +366,9 @@ def test_deadline_counts_what_was_spent_before_it() -> None:
     assert Deadline(20, margin_s=2, clock=clock, spent_s=-1).elapsed() == 0
 
 
-def test_process_age_counts_from_the_process_creation() -> None:
-    code = (
-        "import time; time.sleep(1.0)\n"
-        "from ocf_shim.deadline import process_age\n"
-        "print(process_age())\n"
-    )
-    started = time.monotonic()
-    out = subprocess.run(
+def python_output(code: str) -> str:
+    """What a fresh interpreter with only the shim's library on its path prints for ``code``."""
+    return subprocess.run(
         [sys.executable, "-c", code],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(LIB)},
         capture_output=True,
@@ -381,6 +376,16 @@ def test_process_age_counts_from_the_process_creation() -> None:
         check=True,
         timeout=60,
     ).stdout
+
+
+def test_process_age_counts_from_the_process_creation() -> None:
+    code = (
+        "import time; time.sleep(1.0)\n"
+        "from ocf_shim.deadline import process_age\n"
+        "print(process_age())\n"
+    )
+    started = time.monotonic()
+    out = python_output(code)
     took = time.monotonic() - started
     assert 1.0 <= float(out) <= took + 0.05
 
@@ -1006,14 +1011,7 @@ def test_shim_import_is_light() -> None:
         "         'typing', 'dataclasses', 'enum', 'signal', 'threading', 'socket']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(LIB)},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    out = python_output(code)
     assert out.strip() == "[]"
 
 

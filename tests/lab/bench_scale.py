@@ -183,7 +183,9 @@ def many_tables_start(
     lab.reset_calls()
     model = ThrottleModel.from_json(lab.throttle_state()["model"])
     began = time.time()
-    result = lab.run_agent("a", "aws-overlayip", "start", params, timeout_ms=timeout_ms)
+    result = lab.run_agent(
+        "a", "aws-overlayip", "start", params, timeout_ms=timeout_ms, python=AGENT_PYTHON
+    )
     calls = lab.calls("a")
     changes = [c.time for c in calls if c.action == "ReplaceRoute" and c.fault != "bucket"]
     used = list(lab.throttle_state()["buckets"])
