@@ -278,16 +278,7 @@ def test_sts_goes_through_the_proxy_too(lab: Any, proxy: Any, python: str) -> No
     """role_arn: AssumeRole (the lab's STS, at sts_endpoint_url) and the EC2 calls made with the
     role's credentials all pass the proxy, with its credentials: every request the lab saw from
     the node is one the proxy forwarded."""
-    node_role = f"arn:aws:iam::{lab.account_id}:role/{lab.role_name}"
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": {
-            "Effect": "Allow",
-            "Principal": {"AWS": node_role},
-            "Action": "sts:AssumeRole",
-        },
-    }
-    lab.set_role(ROLE, trust)
+    lab.set_role(ROLE, lab.nodes_trust())
     params = {
         "ip": IP,
         "endpoint_url": lab.endpoint_url,

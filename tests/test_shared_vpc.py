@@ -114,18 +114,7 @@ class Shared:
         lab.set_role(ROUTING_ROLE, trust or self.trust(), owner or self.owner())
         node_side = participant or self.participant()
         if self.chain:
-            lab.set_role(
-                self.cluster_role,
-                {
-                    "Version": "2012-10-17",
-                    "Statement": {
-                        "Effect": "Allow",
-                        "Principal": {"AWS": f"arn:aws:iam::{lab.account_id}:role/{lab.role_name}"},
-                        "Action": "sts:AssumeRole",
-                    },
-                },
-                node_side,
-            )
+            lab.set_role(self.cluster_role, lab.nodes_trust(), node_side)
             self.w.enforce(
                 {
                     "Version": "2012-10-17",

@@ -103,20 +103,11 @@ def routing_role(lab: Lab) -> dict[str, str]:
     nodes' own policy, enforced from now on, allows sts:AssumeRole on it besides their EC2
     calls. Returns the aws-overlayip parameters that use it."""
     arn = f"arn:aws:iam::{lab.account_id}:role/{ROUTING_ROLE_NAME}"
-    node_role = f"arn:aws:iam::{lab.account_id}:role/{lab.role_name}"
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": {
-            "Effect": "Allow",
-            "Principal": {"AWS": node_role},
-            "Action": "sts:AssumeRole",
-        },
-    }
     routes = {
         "Version": "2012-10-17",
         "Statement": {"Effect": "Allow", "Action": list(ROUTE_TABLE_ACTIONS), "Resource": "*"},
     }
-    lab.set_role(arn, trust, routes)
+    lab.set_role(arn, lab.nodes_trust(), routes)
     lab.enforce_policy(
         {
             "Version": "2012-10-17",

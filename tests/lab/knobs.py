@@ -21,6 +21,8 @@ class Knobs:
     """The control API (a part of Lab, which sets these attributes)."""
 
     endpoint_url: str
+    account_id: str
+    role_name: str
     _opener: urllib.request.OpenerDirector
 
     def _control(
@@ -149,6 +151,17 @@ class Knobs:
         data = {"arn": arn, "trust": dict(trust), "max_seconds": max_seconds}
         data["policy"] = dict(policy) if policy is not None else None
         self._control("POST", "roles", data)
+
+    def nodes_trust(self) -> dict[str, Any]:
+        """A trust policy (for set_role) that lets the nodes' instance role assume the role."""
+        return {
+            "Version": "2012-10-17",
+            "Statement": {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{self.account_id}:role/{self.role_name}"},
+                "Action": "sts:AssumeRole",
+            },
+        }
 
     def role_sessions(self) -> list[dict[str, Any]]:
         """The sessions the lab's STS issued: access_key, role_arn, session_name, arn, caller."""
