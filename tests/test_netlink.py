@@ -125,6 +125,83 @@ def test_addresses_are_idempotent(netns: str, python: str) -> None:
     }
 
 
+# Each kind of address our agents add, made three ways: by our netlink, by pyroute2 (how they
+# were made before) and by iproute2. Kind: (ours, pyroute2's, ip's address, prefix, label).
+KINDS = {
+    "ipv4 with a label": ("192.168.10.1", "192.168.10.2", "192.168.10.3", 32, "eth0:ovl"),
+    "ipv4 in the subnet": ("10.0.1.51", "10.0.1.52", "10.0.1.53", 24, None),
+    "ipv6": ("2001:db8::a", "2001:db8::b", "2001:db8::c", 128, None),
+}
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_addresses_are_made_as_pyroute2_and_ip_make_them_without_importing_pyroute2(
+    netns: str, python: str
+) -> None:
+    """``ip -json`` shows the three alike (scope, label, flags, lifetimes, no broadcast), and
+    adding and removing addresses loads no pyroute2 (aws-overlayip and aws-secip need none)."""
+    kinds = list(KINDS.values())
+    result = run_in(
+        netns,
+        python,
+        f"""
+        import sys
+        i = nl.link_by_name("eth0").index
+        for ours, _, _, prefix, label in {kinds!r}:
+            nl.add_address(i, ours, prefix, label)
+        nl.add_address(i, "10.0.1.60", 32)
+        nl.del_address(i, "10.0.1.60", 32)
+        result = "pyroute2" in sys.modules
+        """,
+    )
+    assert result is False
+    run_in(
+        netns,
+        python,
+        f"""
+        from pyroute2 import IPRoute
+        i = nl.link_by_name("eth0").index
+        with IPRoute() as ipr:
+            for _, theirs, _, prefix, label in {kinds!r}:
+                extra = {{"label": label}} if label else {{}}
+                extra = {{"flags": 0x02}} if ":" in theirs else extra
+                ipr.addr("add", index=i, address=theirs, prefixlen=prefix, **extra)
+        result = None
+        """,
+    )
+    for _, _, by_ip, prefix, label in kinds:
+        more = ["nodad"] if ":" in by_ip else ["label", label] if label else []
+        subprocess.run(
+            ["ip", "-n", netns, "addr", "add", f"{by_ip}/{prefix}", "dev", "eth0", *more],
+            check=True,
+        )
+    shown = {a["local"]: a for a in ip_json(netns, "addr", "show", "dev", "eth0")[0]["addr_info"]}
+    assert "10.0.1.60" not in shown
+    for kind, addresses in KINDS.items():
+        entries = [{k: v for k, v in shown[ip].items() if k != "local"} for ip in addresses[:3]]
+        assert entries[0] == entries[1] == entries[2], kind
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_an_address_change_the_kernel_refuses_is_a_generic_error(netns: str, python: str) -> None:
+    result = run_in(
+        netns,
+        python,
+        """
+        from ocf_shim import OCFError
+        result = []
+        for index, ip, prefix in [(999, "10.0.1.50", 24), (1, "10.0.1.50", 33)]:
+            try:
+                nl.add_address(index, ip, prefix)
+                result.append(None)
+            except OCFError as exc:
+                result.append(exc.rc)
+        result.append(nl.del_address(999, "10.0.1.50", 24))
+        """,
+    )
+    assert result == [1, 1, False]  # no such link; no 33-bit prefix; nothing to remove
+
+
 @pytest.mark.parametrize("python", PYTHONS)
 def test_rules_and_routes_in_a_table(netns: str, python: str) -> None:
     result = run_in(

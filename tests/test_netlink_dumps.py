@@ -1,7 +1,8 @@
-"""The raw netlink reader against a fake kernel: interrupted dumps, rule reads that disagree,
-and every way an answer can be wrong, each a GenericError (never a hang, never a stray exception).
+"""Raw netlink against a fake kernel: interrupted dumps, rule reads that disagree, the address
+changes' requests and acknowledgements, and every way an answer can be wrong, each a
+GenericError (never a hang, never a stray exception).
 
-The fake kernel answers each dump request with the next scripted answer, in netlink's wire format.
+The fake kernel answers each request with the next scripted answer, in netlink's wire format.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class FakeKernel:
     def __init__(self, *answers: Answer, clock: Optional[list[float]] = None) -> None:
         self.answers = list(answers)
         self.requests: list[tuple[int, int]] = []  # (message type, family) of each request
+        self.sent: list[bytes] = []  # each request whole
         self.timeouts: list[Optional[float]] = []
         self.pending: list[Datagram] = []
         self.opened = 0
@@ -122,6 +124,7 @@ class FakeKernel:
     def send(self, data: bytes, /) -> int:
         _, kind, _, seq, _ = struct.unpack_from("=IHHII", data)
         self.requests.append((kind, data[16]))
+        self.sent.append(bytes(data))
         if self.clock is not None:
             self.clock[0] += 1.0
         self.pending = self.answers.pop(0)(seq) if self.answers else []
@@ -361,3 +364,127 @@ def test_the_eni_plan_keys_a_default_route_by_its_family() -> None:
     on_link_v6 = RouteEntry(dst=None, gateway=None, oif=3, table=100, family=V6)
     assert route_key(on_link_v6) == ("::/0", None)
     assert route_key(RouteEntry(None, None, 3, 100, V4)) == ("0.0.0.0/0", None)
+
+
+# ----------------------------------------------------------------------------- address changes
+
+RTM_DELADDR, IFA_LABEL = 21, 3
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+IFA_F_NODAD = 0x02
+
+
+def ack(status: int = 0, late: bool = False) -> Answer:
+    """The kernel's acknowledgement of a change: NLMSG_ERROR carrying -``status`` (0: done) and
+    the request's header; ``late``: an acknowledgement of the request before comes first."""
+
+    def answer(seq: int) -> list[Datagram]:
+        head = struct.pack("=IHHII", 32, RTM_NEWADDR, 0, seq, 0)
+        done = nlmsg(NLMSG_ERROR, 0, seq, struct.pack("=i", -status) + head)
+        if late:
+            return [nlmsg(NLMSG_ERROR, 0, seq - 1, struct.pack("=i", 0) + head) + done]
+        return [done]
+
+    return answer
+
+
+def parsed(request: bytes) -> tuple[int, int, tuple[int, ...], dict[int, bytes]]:
+    """(type, flags, (family, prefixlen, flags, scope, index), attributes) of a sent request."""
+    length, kind, flags, _, _ = struct.unpack_from("=IHHII", request)
+    assert length == len(request)
+    head = struct.unpack_from("=BBBBI", request, 16)
+    attrs, offset = {}, 24
+    while offset < length:
+        size, key = struct.unpack_from("=HH", request, offset)
+        attrs[key] = request[offset + 4 : offset + size]
+        offset += (size + 3) & ~3
+    return kind, flags, head, attrs
+
+
+def test_an_ipv4_address_is_added_with_its_label_and_acknowledged() -> None:
+    kernel = FakeKernel(ack())
+    assert reader(kernel).add_address(2, "10.0.1.50", 24, "eth0:ha") is True
+    kind, flags, head, attrs = parsed(kernel.sent[0])
+    assert kind == RTM_NEWADDR
+    assert flags == NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+    assert head == (V4, 24, 0, 0, 2)
+    assert attrs == {
+        IFA_LOCAL: packed("10.0.1.50"),
+        IFA_ADDRESS: packed("10.0.1.50"),
+        IFA_LABEL: b"eth0:ha\0",
+    }
+
+
+def test_an_ipv6_address_is_added_without_duplicate_address_detection_or_label() -> None:
+    kernel = FakeKernel(ack())
+    assert reader(kernel).add_address(2, "2001:db8:0::7", 128, "eth0:ha") is True
+    _, _, head, attrs = parsed(kernel.sent[0])
+    assert head == (V6, 128, IFA_F_NODAD, 0, 2)
+    assert attrs == {IFA_LOCAL: packed("2001:db8::7"), IFA_ADDRESS: packed("2001:db8::7")}
+
+
+def test_a_removal_names_the_address_and_its_prefix() -> None:
+    kernel = FakeKernel(ack())
+    assert reader(kernel).del_address(3, "10.0.1.50", 32) is True
+    kind, flags, head, attrs = parsed(kernel.sent[0])
+    assert (kind, flags, head) == (RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, (V4, 32, 0, 0, 3))
+    assert attrs == {IFA_LOCAL: packed("10.0.1.50"), IFA_ADDRESS: packed("10.0.1.50")}
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "result"),
+    [
+        ("add", errno.EEXIST, False),
+        ("del", errno.EADDRNOTAVAIL, False),
+        ("del", errno.ENODEV, False),
+        ("del", errno.ENOENT, False),
+        ("add", errno.ENODEV, GenericError),
+        ("add", errno.EPERM, GenericError),
+        ("add", errno.EINVAL, GenericError),
+        ("del", errno.EPERM, GenericError),
+    ],
+)
+def test_what_the_kernel_refuses_is_already_so_or_an_error(
+    change: str, status: int, result: Any
+) -> None:
+    nl = reader(FakeKernel(ack(status)))
+
+    def run() -> bool:
+        if change == "add":
+            return nl.add_address(2, "10.0.1.50", 24)
+        return nl.del_address(2, "10.0.1.50", 24)
+
+    if result is GenericError:
+        with pytest.raises(GenericError) as info:
+            run()
+        assert "10.0.1.50/24" in str(info.value)
+    else:
+        assert run() is result
+
+
+def test_an_acknowledgement_of_an_earlier_request_is_skipped() -> None:
+    assert reader(FakeKernel(ack(errno.EEXIST, late=True))).add_address(2, "10.0.1.50", 24) is False
+
+
+@pytest.mark.parametrize("answer", BROKEN.values(), ids=list(BROKEN))
+def test_a_broken_acknowledgement_is_a_generic_error_and_the_next_change_starts_afresh(
+    answer: Answer,
+) -> None:
+    """A refusal (the scripted EPERM) keeps the socket; anything else drops it."""
+    kernel = FakeKernel(answer, ack())
+    nl = reader(kernel)
+    with pytest.raises(GenericError):
+        nl.add_address(2, "10.0.1.50", 24)
+    assert nl.add_address(2, "10.0.1.50", 24) is True
+    refused = answer is BROKEN["an error code instead of a dump"]
+    assert (kernel.opened, kernel.closed) == ((1, 0) if refused else (2, 1))
+
+
+def test_the_wait_for_an_acknowledgement_never_passes_the_deadline() -> None:
+    clock = [0.0]
+    deadline = Deadline(2.5, margin_s=0.5, clock=lambda: clock[0])
+    kernel = FakeKernel(ack())
+    assert reader(kernel, deadline).add_address(2, "10.0.1.50", 24) is True
+    assert kernel.timeouts and all(t is not None and 0 < t <= 2.0 for t in kernel.timeouts)
+    clock[0] = 3.0  # past the deadline: the kernel that does not answer is a timeout
+    with pytest.raises(GenericError):
+        reader(FakeKernel(raw()), deadline).del_address(2, "10.0.1.50", 24)

@@ -4,7 +4,7 @@ EC2's ReplaceRoute bucket runs dry. Asserted: no failure, one ReplaceRoute answe
 (retries of throttled calls, never repeats of answered ones), one DescribeRouteTables for all
 tables plus the final check, every table routing to the new node. Not timed (the benchmark
 prints the time against the bucket's bound). Unit tests: `together` (a start's two EC2 reads at
-once, pyroute2 loading meanwhile), and how the benchmark reads Pacemaker's throttle modes and
+once), and how the benchmark reads Pacemaker's throttle modes and
 says which limit bound a run.
 """
 

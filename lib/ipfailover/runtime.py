@@ -177,8 +177,7 @@ def together(first: Callable[[], T], second: Callable[[], R]) -> tuple[T, R]:
     ``first`` propagates at once (``second`` is not waited for: the process ends without it,
     Agent.run), then one of ``second``.
 
-    For work that would otherwise wait in turn: two EC2 reads, or loading pyroute2 while EC2
-    answers.
+    For work that would otherwise wait in turn: two EC2 reads at once.
     """
     from concurrent.futures import ThreadPoolExecutor
 

@@ -606,7 +606,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(
             f"  where the time goes: {tables.to_first:.2f}s from the process's start to its first "
             f"ReplaceRoute (Python, botocore, IMDS, DescribeRouteTables and "
-            f"DescribeNetworkInterfaces at once, pyroute2 loading meanwhile), "
+            f"DescribeNetworkInterfaces at once), "
             f"{tables.span:.2f}s from the first ReplaceRoute to the last "
             f"(the bucket's bound: {tables.bucket_floor:.2f}s), the rest verifying and exiting"
         )

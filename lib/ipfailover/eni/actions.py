@@ -143,6 +143,7 @@ def apply(
 def start(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
     with Runtime(ctx, cfg.aws) as rt:
+        rt.netlink.check_changes_possible()  # before the ENI leaves another node
         seen = observe(rt, cfg)
         apply(ctx, rt, cfg, seen, plan(cfg, seen))
     return OCF.SUCCESS
@@ -279,6 +280,7 @@ def validate(ctx: Context) -> int:
     this instance, a rule of another program at this resource's table and priority."""
     cfg = ctx.config_as(Config)
     with Runtime(ctx, cfg.aws) as rt:
+        rt.netlink.check_changes_possible()
         seen = observe(rt, cfg, check_zone_always=True)
         taken = device_index_user(rt.api(), cfg, seen)
         if taken:

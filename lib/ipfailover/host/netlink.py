@@ -1,9 +1,10 @@
 """The operating-system side: links, addresses, policy rules and routes.
 
-A few typed functions over the kernel's netlink interface (pyroute2 for changes), so callers
-never pass verb strings or loose keyword arguments. Every change is idempotent: "already exists"
-and "no such" from the kernel are expected outcomes, not errors. Works with pyroute2 0.7.2 (what
-the distributions ship) and newer.
+A few typed functions over the kernel's netlink interface, so callers never pass verb strings or
+loose keyword arguments. Every change is idempotent: "already exists" and "no such" from the
+kernel are expected outcomes, not errors. Reads and address changes go over our own socket
+(rtnl.py); links, policy rules and routes (aws-eni's changes) through pyroute2, 0.7.2 (what the
+distributions ship) and newer.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import _socket
 import errno
 import ipaddress
+import os
 import struct
 import sys
 
@@ -23,10 +25,13 @@ from ipfailover.host.rtnl import (
     IFA_LOCAL,
     IFLA_ADDRESS,
     IFLA_IFNAME,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
     RTA_DST,
     RTA_GATEWAY,
     RTA_OIF,
     RTA_TABLE,
+    RTM_DELADDR,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETROUTE,
@@ -35,7 +40,8 @@ from ipfailover.host.rtnl import (
     RTM_NEWLINK,
     RTM_NEWROUTE,
     RTM_NEWRULE,
-    DumpReader,
+    RawNetlink,
+    attribute,
     route_socket,
 )
 from ocf_shim import Deadline, GenericError, NotInstalledError
@@ -183,6 +189,22 @@ def _family(text: str) -> int:
     return _socket.AF_INET6 if network.version == 6 else _socket.AF_INET
 
 
+def _pyroute2_missing(detail: str) -> NotInstalledError:
+    return NotInstalledError(
+        f"pyroute2 cannot be imported on this node: {detail}; install pyroute2 0.7.2 or later for"
+        f" {sys.executable} (python3-pyroute2; python311-pyroute2 on SLES 15)"
+    )
+
+
+def _address_message(index: int, ip: str, prefixlen: int, flags: int = 0) -> bytes:
+    """The body of an RTM_NEWADDR or RTM_DELADDR request: the header (scope global) and the
+    address as both local and peer address, as ``ip address`` sends it (no peer of its own)."""
+    raw = ipaddress.ip_address(ip).packed
+    family = _socket.AF_INET6 if len(raw) == 16 else _socket.AF_INET
+    header = struct.pack("=BBBBI", family, prefixlen, flags, 0, index)
+    return header + attribute(IFA_LOCAL, raw) + attribute(IFA_ADDRESS, raw)
+
+
 def _route_family(dst: Optional[str], gateway: Optional[str], family: Optional[int]) -> int:
     """A route's family: the one given, else that of its destination or gateway, else IPv4."""
     if family is not None:
@@ -191,11 +213,12 @@ def _route_family(dst: Optional[str], gateway: Optional[str], family: Optional[i
     return _family(given) if given else _socket.AF_INET
 
 
-class Netlink(DumpReader):
+class Netlink(RawNetlink):
     """The netlink side of one action (use as a context manager).
 
-    Everything is read over a plain ``AF_NETLINK`` socket, so a monitor that only looks never
-    imports pyroute2 (0.1-0.2 s); pyroute2's ``IPRoute`` is opened on the first change.
+    Everything is read, and addresses are added and removed, over a plain ``AF_NETLINK``
+    socket, so a monitor, and an action that changes only addresses, never imports pyroute2
+    (0.1-0.2 s of CPU); pyroute2's ``IPRoute`` is opened on the first other change.
     ``deadline`` (the action's) bounds every read, retries and waits for the kernel included;
     ``open_socket`` gives the socket to read from.
     """
@@ -227,11 +250,7 @@ class Netlink(DumpReader):
                 from pyroute2 import IPRoute
                 from pyroute2.netlink.exceptions import NetlinkError
             except ImportError as exc:
-                raise NotInstalledError(
-                    f"pyroute2 cannot be imported on this node: {exc}; install pyroute2 0.7.2 or"
-                    f" later for {sys.executable} (python3-pyroute2;"
-                    " python311-pyroute2 on SLES 15)"
-                ) from None
+                raise _pyroute2_missing(str(exc)) from None
             self._error = NetlinkError
             try:
                 self._iproute = IPRoute()
@@ -239,9 +258,17 @@ class Netlink(DumpReader):
                 raise GenericError(f"could not open a netlink socket for changes: {exc}") from None
         return self._iproute
 
+    def check_changes_possible(self) -> None:
+        """Fail (5) before anything is changed when pyroute2 is not installed at all: a look for
+        the package, not its import (prepare_changes or the first change imports it)."""
+        from importlib.util import find_spec
+
+        if find_spec("pyroute2") is None:
+            raise _pyroute2_missing("no module named 'pyroute2'")
+
     def prepare_changes(self) -> None:
         """Load pyroute2 now (0.1-0.2 s), e.g. while waiting for EC2, rather than at the first
-        change."""
+        change of a link, rule or route."""
         self._ipr  # noqa: B018 - the property opens IPRoute
 
     def _do(
@@ -257,6 +284,17 @@ class Netlink(DumpReader):
             raise GenericError(f"could not {what}: {exc}") from None
         except OSError as exc:  # the socket itself: a timeout, a closed or broken handle
             raise GenericError(f"could not {what}: {type(exc).__name__}: {exc}") from None
+        return True
+
+    def _change(
+        self, ok_codes: tuple[int, ...], what: str, msg_type: int, flags: int, body: bytes
+    ) -> bool:
+        """One change over our own socket; False when the kernel says it was already so."""
+        code = self._request(msg_type, flags, body, what)
+        if code in ok_codes:
+            return False
+        if code:
+            raise GenericError(f"could not {what}: {os.strerror(code)} (errno {code})")
         return True
 
     # ------------------------------------------------------------------------- links
@@ -329,17 +367,19 @@ class Netlink(DumpReader):
         return next((a for a in self.addresses(index) if a.ip == wanted), None)
 
     def add_address(self, index: int, ip: str, prefixlen: int, label: Optional[str] = None) -> bool:
+        """Add ``ip``/``prefixlen`` to link ``index``, as ``ip address add`` does (scope global,
+        no broadcast; IPv4 with ``label`` when given; IPv6 without duplicate address detection:
+        usable at once, the address is ours by AWS's word). False when it is there already."""
         family = _family(ip)
-        kwargs: dict[str, Any] = {"index": index, "address": ip, "prefixlen": prefixlen}
-        kwargs["family"] = family
-        if family == _socket.AF_INET6:
-            kwargs["flags"] = IFA_F_NODAD  # usable at once: the address is ours by AWS's word
-        elif label:
-            kwargs["label"] = label
+        v6 = family == _socket.AF_INET6
+        body = _address_message(index, ip, prefixlen, IFA_F_NODAD if v6 else 0)
+        if label and not v6:
+            body += attribute(IFA_LABEL, label.encode() + b"\0")
         what = f"add address {ip}/{prefixlen}"
-        if self._do(_EXISTS, what, "addr", "add", **kwargs):
+        create = NLM_F_CREATE | NLM_F_EXCL
+        if self._change(_EXISTS, what, RTM_NEWADDR, create, body):
             return True
-        if family == _socket.AF_INET6 or not label:
+        if v6 or not label:
             return False
         # There already, with another label (added by hand, or before iflabel was set): the
         # kernel keeps an address's label for its lifetime (a replace leaves it), so the
@@ -348,19 +388,13 @@ class Netlink(DumpReader):
         if not seen or seen[0].label == label:
             return False
         self.del_address(index, ip, prefixlen)
-        return self._do((), what + f" with label {label}", "addr", "add", **kwargs)
+        return self._change((), what + f" with label {label}", RTM_NEWADDR, create, body)
 
     def del_address(self, index: int, ip: str, prefixlen: int) -> bool:
-        return self._do(
-            _MISSING,
-            f"remove address {ip}/{prefixlen}",
-            "addr",
-            "del",
-            index=index,
-            address=ip,
-            prefixlen=prefixlen,
-            family=_family(ip),
-        )
+        """Remove ``ip``/``prefixlen`` from link ``index``; False when it is not there."""
+        what = f"remove address {ip}/{prefixlen}"
+        body = _address_message(index, ip, prefixlen)
+        return self._change(_MISSING, what, RTM_DELADDR, 0, body)
 
     # ------------------------------------------------------------------------- policy rules
 

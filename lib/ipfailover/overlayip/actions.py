@@ -290,16 +290,10 @@ def _apply(api: Api, cfg: Config, change: RouteChange) -> None:
     raise GenericError(f"route for {cfg.cidr} in {change.table_id} keeps changing under us")
 
 
-def observe(
-    rt: Runtime,
-    cfg: Config,
-    describe_vpc: bool = False,
-    meanwhile: Callable[[], object] = lambda: None,
-) -> Observation:
+def observe(rt: Runtime, cfg: Config, describe_vpc: bool = False) -> Observation:
     """Read this instance's ENI, the VPC's blocks, the managed tables and the ENI's
     source/destination check. ``describe_vpc``: ask EC2 for the VPC's blocks even when IMDS lists
-    them (validate-all does, to prove DescribeVpcs, which start needs for IPv6 only).
-    ``meanwhile`` runs while EC2 answers the last two reads (start loads pyroute2 there)."""
+    them (validate-all does, to prove DescribeVpcs, which start needs for IPv6 only)."""
     from ipfailover.aws import ec2, instance
 
     link = rt.require_link(cfg.interface)
@@ -316,13 +310,9 @@ def observe(
             return None
         return ec2.describe_eni(node_api, facts.eni_id).source_dest_check
 
-    # The two reads and ``meanwhile`` at the same time: one round trip to EC2 instead of two.
-    # The tables' errors (a configuration EC2 cannot serve) come first, as when they were read
-    # first.
-    tables, (check, _) = together(
-        lambda: _find_tables(tables_api, cfg, facts.vpc_id),
-        lambda: together(source_dest_check, meanwhile),
-    )
+    # The two reads at the same time: one round trip to EC2 instead of two. The tables' errors
+    # (a configuration EC2 cannot serve) come first, as when they were read first.
+    tables, check = together(lambda: _find_tables(tables_api, cfg, facts.vpc_id), source_dest_check)
     return Observation(link.index, facts.eni_id, facts.vpc_id, tuple(tables), check)
 
 
@@ -354,9 +344,7 @@ def apply(rt: Runtime, cfg: Config, steps: Sequence[Step], check: bool = False) 
 def start(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
     with Runtime(ctx, cfg.aws) as rt:
-        # pyroute2 (0.15-0.25 s to import) loads while EC2 answers the reads, not between them
-        # and the first change (the address, then the routes).
-        seen = observe(rt, cfg, meanwhile=rt.netlink.prepare_changes)
+        seen = observe(rt, cfg)
         steps = plan(cfg, seen)
         apply(rt, cfg, steps)
         api, eni_id, index = routes_api(rt, cfg), seen.eni_id, seen.link_index

@@ -125,8 +125,6 @@ def apply(
 
 def start(ctx: Context) -> int:
     cfg = ctx.config_as(Config)
-    # Reads do not load pyroute2 (0.1 s to import); the first change does, while EC2 completes
-    # the move.
     with Runtime(ctx, cfg.aws) as rt:
         seen = observe(rt, ctx, cfg)
         todo = plan(seen, cfg.ip)
